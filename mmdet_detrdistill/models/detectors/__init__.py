@@ -1,0 +1,43 @@
+"""Detectors whose decoders run extra query groups, and the mapping to them."""
+from typing import Dict
+
+from mmengine.config import ConfigDict
+
+from .group_conditional_detr import GroupConditionalDETR
+from .query_group_mixin import OWN_GROUP, QueryGroupMixin
+
+# mmdet detector type -> our subclass with query groups (same parameters).
+GROUP_DETECTORS: Dict[str, str] = {'ConditionalDETR': 'GroupConditionalDETR'}
+
+
+def to_group_detector_cfg(cfg: dict, role: str) -> ConfigDict:
+    """A copy of an mmdet detector config whose type supports query groups.
+
+    Args:
+        cfg (dict): An mmdet model config, e.g. ``type='ConditionalDETR'``.
+        role (str): ``'student'`` or ``'teacher'``, for error messages.
+
+    Returns:
+        ConfigDict: The config with ``type`` replaced by its group subclass.
+    """
+    cfg = ConfigDict(cfg)
+    det_type = cfg.get('type')
+    det_type = getattr(det_type, '__name__', det_type)
+    if det_type in GROUP_DETECTORS.values():
+        return cfg
+    if det_type not in GROUP_DETECTORS:
+        raise ValueError(
+            f'{role}: detector type {det_type!r} is not supported; supported types are '
+            f'{sorted(GROUP_DETECTORS)}. Use one of these families for the {role} model.'
+        )
+    cfg.type = GROUP_DETECTORS[det_type]
+    return cfg
+
+
+__all__ = [
+    'GROUP_DETECTORS',
+    'GroupConditionalDETR',
+    'OWN_GROUP',
+    'QueryGroupMixin',
+    'to_group_detector_cfg',
+]

@@ -1,0 +1,69 @@
+"""Run extra query groups through a DETR decoder in the same pass as its own."""
+from typing import Dict, List, Sequence, Tuple
+
+from mmdet.structures import OptSampleList
+from torch import Tensor, nn
+
+from ..layers import QueryGroup, build_group_self_attn_mask, group_slices
+
+OWN_GROUP = 'own'
+
+
+class QueryGroupMixin:
+    """Query-group support for an mmdet ``DetectionTransformer`` subclass.
+
+    The family-specific steps are four small hooks: :meth:`own_query_group`
+    (read the detector's own queries out of the decoder inputs),
+    :meth:`merge_query_groups` (concatenate groups into decoder inputs),
+    :meth:`export_query_group` (this model's learned queries, offered to
+    another model as a group) and :meth:`decoder_attention_modules`.
+    Inference (``predict``/``_forward``) is untouched and runs the own group
+    alone, exactly as the mmdet parent class does.
+    """
+
+    def forward_transformer_with_groups(
+        self,
+        img_feats: Tuple[Tensor],
+        batch_data_samples: OptSampleList,
+        groups: Sequence[QueryGroup] = (),
+    ) -> Tuple[Dict, Dict[str, slice]]:
+        """``forward_transformer`` with extra query groups.
+
+        The step order is mmdet's ``DetectionTransformer.forward_transformer``
+        (copied: it has no hook between ``pre_decoder`` and the decoder).
+
+        Returns:
+            tuple[dict, dict[str, slice]]: The head inputs for all groups
+            together, and where each group sits on the query axis (the own
+            group is named ``'own'`` and comes first).
+        """
+        encoder_inputs, decoder_inputs = self.pre_transformer(img_feats, batch_data_samples)
+        encoder_outputs = self.forward_encoder(**encoder_inputs)
+        tmp_dec_in, head_inputs = self.pre_decoder(**encoder_outputs)
+        decoder_inputs.update(tmp_dec_in)
+
+        all_groups = [self.own_query_group(decoder_inputs)] + list(groups)
+        sizes = [g.num_queries for g in all_groups]
+        slices = group_slices([g.name for g in all_groups], sizes)
+        if groups:
+            decoder_inputs = self.merge_query_groups(decoder_inputs, all_groups)
+            device = all_groups[0].query.device
+            decoder_inputs['self_attn_mask'] = build_group_self_attn_mask(sizes, device)
+        head_inputs.update(self.forward_decoder(**decoder_inputs))
+        return head_inputs, slices
+
+    def own_query_group(self, decoder_inputs: Dict) -> QueryGroup:
+        """The detector's own queries, read from ``decoder_inputs``."""
+        raise NotImplementedError
+
+    def merge_query_groups(self, decoder_inputs: Dict, groups: List[QueryGroup]) -> Dict:
+        """Decoder inputs with ``groups`` (own group first) concatenated."""
+        raise NotImplementedError
+
+    def export_query_group(self, batch_size: int, name: str) -> QueryGroup:
+        """This model's learned (input) queries as a group for another decoder."""
+        raise NotImplementedError
+
+    def decoder_attention_modules(self) -> Dict[str, List[nn.Module]]:
+        """Attention modules per kind (``'self'``, ``'cross'``), in layer order."""
+        raise NotImplementedError

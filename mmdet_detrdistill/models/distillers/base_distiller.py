@@ -1,0 +1,176 @@
+"""Base class of DETR distillers: a trainable student and a frozen teacher."""
+from contextlib import nullcontext
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+import torch
+from mmdet.models.detectors.base import BaseDetector
+from mmdet.registry import MODELS
+from mmdet.structures import OptSampleList, SampleList
+from mmdet.utils import ConfigType, OptMultiConfig
+from torch import Tensor, nn
+
+from ...utils.checkpoint import load_weights_strictly
+from ..detectors import OWN_GROUP, QueryGroupMixin, to_group_detector_cfg
+from ..layers import AttentionRecorder, QueryGroup
+from .decoder_outputs import DecoderOutputs
+from .teacher_config import check_same_preprocessing, load_teacher_model_cfg
+
+
+class DETRDistillerBase(BaseDetector):
+    """A student DETR trained with knowledge from a frozen teacher DETR.
+
+    * ``student`` is a submodule: the only parameters, the only weights in
+      ``state_dict()`` (keys ``student.*``), what the optimizer and DDP see.
+      Prediction (``predict``/``tensor`` modes) and the data preprocessor are
+      the student's.
+    * The teacher is held *outside* the module tree: never in ``parameters()``,
+      ``state_dict()``, the optimizer or DDP, never touched by
+      ``init_weights``. It is loaded strictly from ``teacher_ckpt``, frozen,
+      always in eval mode (Conditional/Deformable DETR use dropout), run under
+      ``torch.no_grad()``, and moved by ``.to()``/``.cuda()`` with the rest.
+
+    Subclasses implement :meth:`distill_loss` and may add query groups to the
+    student's decoder with :meth:`extra_query_groups`.
+
+    Args:
+        student (dict): mmdet detector config of the student.
+        teacher (dict | str): mmdet detector config of the teacher, or the
+            path of a config file (``'mmdet::...'`` or a file).
+        teacher_ckpt (str, optional): Teacher checkpoint. Required unless
+            ``allow_untrained_teacher`` is True. Defaults to None.
+        allow_untrained_teacher (bool): Allow ``teacher_ckpt=None`` and
+            distil from a randomly initialised teacher (tests and demos
+            only). Defaults to False.
+        init_cfg (dict, optional): Initialisation config. Defaults to None.
+    """
+
+    def __init__(
+        self,
+        student: ConfigType,
+        teacher: Union[str, ConfigType],
+        teacher_ckpt: Optional[str] = None,
+        allow_untrained_teacher: bool = False,
+        init_cfg: OptMultiConfig = None,
+    ) -> None:
+        super().__init__(init_cfg=init_cfg)
+        self.student = MODELS.build(to_group_detector_cfg(student, 'student'))
+        self.data_preprocessor = self.student.data_preprocessor
+        teacher_model = self._build_teacher(teacher, teacher_ckpt, allow_untrained_teacher)
+        check_same_preprocessing(self.student.data_preprocessor, teacher_model.data_preprocessor)
+        # object.__setattr__ keeps the teacher out of the module tree
+        object.__setattr__(self, 'teacher', teacher_model)
+        self.teacher_ckpt = teacher_ckpt
+
+    @staticmethod
+    def _build_teacher(
+        teacher: Union[str, ConfigType], ckpt: Optional[str], allow_untrained: bool
+    ) -> nn.Module:
+        if ckpt is None and not allow_untrained:
+            raise ValueError(
+                'model.teacher_ckpt is not set: a distiller needs a trained teacher. Set '
+                'model.teacher_ckpt=PATH (e.g. --cfg-options model.teacher_ckpt=PATH), or set '
+                'model.allow_untrained_teacher=True if a random teacher is intended (tests).'
+            )
+        model = MODELS.build(to_group_detector_cfg(load_teacher_model_cfg(teacher), 'teacher'))
+        if ckpt is None:
+            model.init_weights()
+        else:
+            load_weights_strictly(model, ckpt, role='teacher')
+        model.requires_grad_(False)
+        return model.eval()
+
+    # -- the teacher stays frozen, in eval mode, and on the student's device --
+    def train(self, mode: bool = True) -> 'DETRDistillerBase':
+        """Set the student's mode; the teacher stays in eval mode."""
+        super().train(mode)
+        self.teacher.eval()
+        return self
+
+    def _apply(self, fn, *args, **kwargs):
+        """Apply ``.to()``/``.cuda()``/``.half()``... to the teacher as well."""
+        super()._apply(fn, *args, **kwargs)
+        self.teacher._apply(fn, *args, **kwargs)
+        return self
+
+    def extra_repr(self) -> str:
+        return f'teacher={self.teacher.__class__.__name__}, teacher_ckpt={self.teacher_ckpt!r}'
+
+    # -- inference is the student's --
+    def extract_feat(self, batch_inputs: Tensor) -> Tuple[Tensor]:
+        """Student features."""
+        return self.student.extract_feat(batch_inputs)
+
+    def predict(
+        self, batch_inputs: Tensor, batch_data_samples: SampleList, rescale: bool = True
+    ) -> SampleList:
+        """Student predictions (``predict`` mode)."""
+        return self.student.predict(batch_inputs, batch_data_samples, rescale=rescale)
+
+    def _forward(self, batch_inputs: Tensor, batch_data_samples: OptSampleList = None):
+        """Student raw outputs (``tensor`` mode)."""
+        return self.student._forward(batch_inputs, batch_data_samples)
+
+    # -- training --
+    def loss(self, batch_inputs: Tensor, batch_data_samples: SampleList) -> Dict[str, Tensor]:
+        """Student ground-truth losses plus distillation losses."""
+        record = self.records_attention()
+        with torch.no_grad():
+            teacher_out = self.decoder_outputs(self.teacher, batch_inputs, batch_data_samples,
+                                               (), record)
+        groups = self.extra_query_groups(teacher_out, batch_inputs.shape[0])
+        student_out = self.decoder_outputs(self.student, batch_inputs, batch_data_samples,
+                                           groups, record)
+        losses = self.student_gt_loss(student_out, batch_data_samples)
+        losses.update(self.distill_loss(student_out, teacher_out, batch_data_samples))
+        return losses
+
+    @staticmethod
+    def decoder_outputs(
+        model: QueryGroupMixin,
+        batch_inputs: Tensor,
+        batch_data_samples: SampleList,
+        groups: Sequence[QueryGroup],
+        record_attention: bool,
+    ) -> DecoderOutputs:
+        """Run ``model`` with ``groups``; return its per-layer predictions."""
+        feats = model.extract_feat(batch_inputs)
+        recorder = AttentionRecorder(model.decoder_attention_modules())
+        with recorder if record_attention else nullcontext():
+            head_inputs, slices = model.forward_transformer_with_groups(
+                feats, batch_data_samples, groups
+            )
+        cls_scores, bbox_preds = model.bbox_head(
+            head_inputs['hidden_states'], head_inputs['references']
+        )
+        return DecoderOutputs(cls_scores, bbox_preds, slices,
+                              recorder.maps if record_attention else {}, head_inputs)
+
+    def student_gt_loss(
+        self, outputs: DecoderOutputs, batch_data_samples: SampleList
+    ) -> Dict[str, Tensor]:
+        """The student's own mmdet losses, on its own query group only."""
+        cls_scores, bbox_preds = outputs.group(OWN_GROUP)
+        return self.student.bbox_head.loss_by_feat(
+            cls_scores,
+            bbox_preds,
+            [s.gt_instances for s in batch_data_samples],
+            [s.metainfo for s in batch_data_samples],
+        )
+
+    # -- what subclasses define --
+    def records_attention(self) -> bool:
+        """Whether attention maps are needed (recording costs memory)."""
+        return False
+
+    def extra_query_groups(self, teacher_out: DecoderOutputs, batch_size: int) -> List[QueryGroup]:
+        """Query groups to run in the student's decoder next to its own."""
+        return []
+
+    def distill_loss(
+        self,
+        student_out: DecoderOutputs,
+        teacher_out: DecoderOutputs,
+        batch_data_samples: SampleList,
+    ) -> Dict[str, Tensor]:
+        """Distillation losses; keys name method, matching kind and layer."""
+        raise NotImplementedError

@@ -1,0 +1,45 @@
+"""What one model's decoder produced in one forward pass, per query group."""
+from dataclasses import dataclass, field
+from typing import Dict, List, Tuple
+
+from torch import Tensor
+
+
+@dataclass
+class DecoderOutputs:
+    """Predictions (and optionally attention maps) of every decoder layer.
+
+    Attributes:
+        cls_scores (Tensor): Logits, (num_layers, bs, N, num_classes).
+        bbox_preds (Tensor): Normalised cxcywh boxes, (num_layers, bs, N, 4).
+        slices (dict[str, slice]): Where each query group sits among the N.
+        attn (dict[str, list[Tensor]]): Head-averaged attention maps per kind
+            (``'self'``: (bs, N, N), ``'cross'``: (bs, N, num_keys)) and layer;
+            empty when not recorded.
+        head_inputs (dict): The head inputs the decoder produced.
+    """
+
+    cls_scores: Tensor
+    bbox_preds: Tensor
+    slices: Dict[str, slice]
+    attn: Dict[str, List[Tensor]] = field(default_factory=dict)
+    head_inputs: Dict = field(default_factory=dict)
+
+    @property
+    def num_layers(self) -> int:
+        """Number of decoder layers with predictions."""
+        return self.cls_scores.shape[0]
+
+    def group(self, name: str) -> Tuple[Tensor, Tensor]:
+        """Logits and boxes of one group: (L, bs, n, C) and (L, bs, n, 4)."""
+        s = self.slices[name]
+        return self.cls_scores[:, :, s], self.bbox_preds[:, :, s]
+
+    def self_attn(self, name: str, layer: int) -> Tensor:
+        """Self-attention of a group among itself, (bs, n, n)."""
+        s = self.slices[name]
+        return self.attn['self'][layer][:, s, s]
+
+    def cross_attn(self, name: str, layer: int) -> Tensor:
+        """Cross-attention of a group's queries to the memory, (bs, n, keys)."""
+        return self.attn['cross'][layer][:, self.slices[name]]

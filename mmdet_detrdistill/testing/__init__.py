@@ -1,0 +1,16 @@
+"""Small models and batches for tests and demos (no downloads, CPU-sized)."""
+from .tiny_models import (
+    distiller_cfg,
+    make_batch,
+    mmdet_config_path,
+    real_model_cfg,
+    tiny_conditional_detr_cfg,
+)
+
+__all__ = [
+    'distiller_cfg',
+    'make_batch',
+    'mmdet_config_path',
+    'real_model_cfg',
+    'tiny_conditional_detr_cfg',
+]
