@@ -1,4 +1,5 @@
 """Small models and batches for tests and demos (no downloads, CPU-sized)."""
+from .config_smoke import smoke_model_cfg, strip_pretrained
 from .tiny_models import (
     distiller_cfg,
     make_batch,
@@ -12,5 +13,7 @@ __all__ = [
     'make_batch',
     'mmdet_config_path',
     'real_model_cfg',
+    'smoke_model_cfg',
+    'strip_pretrained',
     'tiny_conditional_detr_cfg',
 ]
