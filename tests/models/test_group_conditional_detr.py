@@ -18,7 +18,7 @@ def _build(cfg=None):
 
 def _run(model, batch, groups):
     feats = model.extract_feat(batch['inputs'])
-    head_inputs, slices = model.forward_transformer_with_groups(
+    head_inputs, slices, _ = model.forward_transformer_with_groups(
         feats, batch['data_samples'], groups)
     return head_inputs['hidden_states'], head_inputs['references'], slices
 
@@ -89,8 +89,11 @@ def test_without_mask_groups_would_interact():
     assert not torch.allclose(unmasked, alone, atol=1e-4)
 
 
-def test_export_query_group_is_the_learned_queries():
+def test_own_group_is_returned_as_it_entered_the_decoder():
     model = _build()
-    group = model.export_query_group(3, 'teacher_queries')
-    assert group.query.shape == (3, 10, 256) and not group.query.any()
-    torch.testing.assert_close(group.query_pos[1], model.query_embedding.weight)
+    batch = make_batch(model)
+    feats = model.extract_feat(batch['inputs'])
+    with torch.no_grad():
+        _, _, own = model.forward_transformer_with_groups(feats, batch['data_samples'])
+    assert own.name == 'own' and own.query.shape == (2, 10, 256) and not own.query.any()
+    torch.testing.assert_close(own.query_pos[1], model.query_embedding.weight)

@@ -1,7 +1,6 @@
 """Conditional DETR whose decoder can run extra, isolated query groups."""
 from typing import Dict, List, Optional
 
-import torch
 from mmdet.models.detectors import ConditionalDETR
 from mmdet.models.layers import DetrTransformerEncoder, SinePositionalEncoding
 from mmdet.registry import MODELS
@@ -17,7 +16,7 @@ class GroupConditionalDETR(QueryGroupMixin, ConditionalDETR):
 
     Same parameters, names and inference as mmdet's ``ConditionalDETR``:
     a checkpoint of one loads strictly into the other. A Conditional DETR
-    query group is a zero content query plus a learned positional query.
+    query group is a zero content query plus a positional query.
     """
 
     def _init_layers(self) -> None:
@@ -67,11 +66,6 @@ class GroupConditionalDETR(QueryGroupMixin, ConditionalDETR):
         merged['query'] = concat_groups(groups, 'query')
         merged['query_pos'] = concat_groups(groups, 'query_pos')
         return merged
-
-    def export_query_group(self, batch_size: int, name: str) -> QueryGroup:
-        """The learned positional queries with zero content, as a group."""
-        query_pos = self.query_embedding.weight.unsqueeze(0).expand(batch_size, -1, -1)
-        return QueryGroup(name, torch.zeros_like(query_pos), query_pos)
 
     def decoder_attention_modules(self) -> Dict[str, List[nn.Module]]:
         """The ``ConditionalAttention`` modules of each decoder layer."""

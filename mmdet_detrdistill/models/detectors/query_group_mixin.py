@@ -12,11 +12,11 @@ OWN_GROUP = 'own'
 class QueryGroupMixin:
     """Query-group support for an mmdet ``DetectionTransformer`` subclass.
 
-    The family-specific steps are four small hooks: :meth:`own_query_group`
-    (read the detector's own queries out of the decoder inputs),
-    :meth:`merge_query_groups` (concatenate groups into decoder inputs),
-    :meth:`export_query_group` (this model's learned queries, offered to
-    another model as a group) and :meth:`decoder_attention_modules`.
+    The family-specific steps are three small hooks: :meth:`own_query_group`
+    (read the detector's own queries out of the decoder inputs; a teacher's
+    own group is what it offers to a student as an extra group),
+    :meth:`merge_query_groups` (concatenate groups into decoder inputs) and
+    :meth:`decoder_attention_modules`.
     Inference (``predict``/``_forward``) is untouched and runs the own group
     alone, exactly as the mmdet parent class does.
     """
@@ -26,23 +26,25 @@ class QueryGroupMixin:
         img_feats: Tuple[Tensor],
         batch_data_samples: OptSampleList,
         groups: Sequence[QueryGroup] = (),
-    ) -> Tuple[Dict, Dict[str, slice]]:
+    ) -> Tuple[Dict, Dict[str, slice], QueryGroup]:
         """``forward_transformer`` with extra query groups.
 
         The step order is mmdet's ``DetectionTransformer.forward_transformer``
         (copied: it has no hook between ``pre_decoder`` and the decoder).
 
         Returns:
-            tuple[dict, dict[str, slice]]: The head inputs for all groups
-            together, and where each group sits on the query axis (the own
-            group is named ``'own'`` and comes first).
+            tuple[dict, dict[str, slice], QueryGroup]: The head inputs for all
+            groups together; where each group sits on the query axis (the own
+            group is named ``'own'`` and comes first); the own group as it
+            entered the decoder.
         """
         encoder_inputs, decoder_inputs = self.pre_transformer(img_feats, batch_data_samples)
         encoder_outputs = self.forward_encoder(**encoder_inputs)
         tmp_dec_in, head_inputs = self.pre_decoder(**encoder_outputs)
         decoder_inputs.update(tmp_dec_in)
 
-        all_groups = [self.own_query_group(decoder_inputs)] + list(groups)
+        own = self.own_query_group(decoder_inputs)
+        all_groups = [own] + list(groups)
         sizes = [g.num_queries for g in all_groups]
         slices = group_slices([g.name for g in all_groups], sizes)
         if groups:
@@ -50,7 +52,7 @@ class QueryGroupMixin:
             device = all_groups[0].query.device
             decoder_inputs['self_attn_mask'] = build_group_self_attn_mask(sizes, device)
         head_inputs.update(self.forward_decoder(**decoder_inputs))
-        return head_inputs, slices
+        return head_inputs, slices, own
 
     def own_query_group(self, decoder_inputs: Dict) -> QueryGroup:
         """The detector's own queries, read from ``decoder_inputs``."""
@@ -58,10 +60,6 @@ class QueryGroupMixin:
 
     def merge_query_groups(self, decoder_inputs: Dict, groups: List[QueryGroup]) -> Dict:
         """Decoder inputs with ``groups`` (own group first) concatenated."""
-        raise NotImplementedError
-
-    def export_query_group(self, batch_size: int, name: str) -> QueryGroup:
-        """This model's learned (input) queries as a group for another decoder."""
         raise NotImplementedError
 
     def decoder_attention_modules(self) -> Dict[str, List[nn.Module]]:

@@ -136,14 +136,14 @@ class DETRDistillerBase(BaseDetector):
         feats = model.extract_feat(batch_inputs)
         recorder = AttentionRecorder(model.decoder_attention_modules())
         with recorder if record_attention else nullcontext():
-            head_inputs, slices = model.forward_transformer_with_groups(
+            head_inputs, slices, own = model.forward_transformer_with_groups(
                 feats, batch_data_samples, groups
             )
         cls_scores, bbox_preds = model.bbox_head(
             head_inputs['hidden_states'], head_inputs['references']
         )
-        return DecoderOutputs(cls_scores, bbox_preds, slices,
-                              recorder.maps if record_attention else {}, head_inputs)
+        attn = recorder.maps if record_attention else {}
+        return DecoderOutputs(cls_scores, bbox_preds, slices, own, attn, head_inputs)
 
     def student_gt_loss(
         self, outputs: DecoderOutputs, batch_data_samples: SampleList

@@ -1,4 +1,5 @@
 """D3ETR: decoder distillation with MixMatcher (arXiv 2211.09768)."""
+import dataclasses
 from typing import Dict, List, Optional, Union
 
 import torch
@@ -109,7 +110,7 @@ class D3ETRDistiller(DETRDistillerBase):
         """The teacher's queries, for fixed matching."""
         if not self.matcher.fixed:
             return []
-        return [self.teacher.export_query_group(batch_size, TEACHER_QUERY_GROUP)]
+        return [dataclasses.replace(teacher_out.own_queries, name=TEACHER_QUERY_GROUP)]
 
     def distill_loss(
         self, student_out: DecoderOutputs, teacher_out: DecoderOutputs, batch_data_samples: SampleList

@@ -4,6 +4,8 @@ from typing import Dict, List, Tuple
 
 from torch import Tensor
 
+from ..layers import QueryGroup
+
 
 @dataclass
 class DecoderOutputs:
@@ -16,12 +18,15 @@ class DecoderOutputs:
         attn (dict[str, list[Tensor]]): Head-averaged attention maps per kind
             (``'self'``: (bs, N, N), ``'cross'``: (bs, N, num_keys)) and layer;
             empty when not recorded.
+        own_queries (QueryGroup): The model's own queries as they entered
+            its decoder (a teacher's are a student's fixed-matching group).
         head_inputs (dict): The head inputs the decoder produced.
     """
 
     cls_scores: Tensor
     bbox_preds: Tensor
     slices: Dict[str, slice]
+    own_queries: QueryGroup
     attn: Dict[str, List[Tensor]] = field(default_factory=dict)
     head_inputs: Dict = field(default_factory=dict)
 
