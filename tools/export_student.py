@@ -1,0 +1,60 @@
+"""Export the student of a distiller checkpoint as a plain MMDetection checkpoint.
+
+Example::
+
+    python tools/export_student.py work_dirs/distill/iter_10000.pth student.pth
+"""
+
+import argparse
+import sys
+import warnings
+from typing import List, Optional
+
+EXPECTED_ERRORS = (FileNotFoundError, IsADirectoryError, PermissionError, ValueError)
+
+
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    """Parse the command line."""
+    parser = argparse.ArgumentParser(
+        description='Keep only the student weights (the "student." keys, prefix removed) of a '
+        'checkpoint written while training a distiller, so that plain mmdet can load it. If the '
+        'checkpoint stores its training config, a student-only config <OUT stem>_config.py is '
+        'written next to OUT. No config file is needed.'
+    )
+    parser.add_argument('checkpoint', help='distiller checkpoint (.pth) written by the Runner')
+    parser.add_argument('out', help='path of the exported student checkpoint (.pth)')
+    return parser.parse_args(argv)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Run the export; return the process exit code."""
+    args = parse_args(argv)
+    import torch
+
+    from mmdet_detrdistill.utils.export import export_student
+
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter('always')
+            out, config_path = export_student(args.checkpoint, args.out)
+    except EXPECTED_ERRORS as err:
+        print(f'error: {err}', file=sys.stderr)
+        return 1
+    for warning in caught:
+        print(f'warning: {warning.message}', file=sys.stderr)
+    num_tensors = len(torch.load(out, map_location='cpu', weights_only=True)['state_dict'])
+    print(f'wrote {out} ({num_tensors} student tensors)')
+    if config_path is None:
+        print('no student config written (the checkpoint stores no usable training config)')
+        config_path = '<student config>'
+    else:
+        print(f'wrote {config_path} (student-only config, no custom_imports)')
+    print(
+        f'test it with plain mmdet (without this package): python tools/test.py {config_path} '
+        f"{out} in an mmdet checkout, or mmdet.apis.init_detector('{config_path}', '{out}')"
+    )
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
