@@ -1,4 +1,5 @@
 """Install ``mmdet_detrdistill``: an MMDetection 3.x plugin for DETR distillation."""
+
 from setuptools import find_packages, setup
 
 setup(

@@ -5,6 +5,7 @@ matchers and losses in MMDetection's registries, and allow-lists the types
 MMEngine writes into checkpoints so they load under ``torch.load``'s
 ``weights_only`` mode.
 """
+
 from .utils.checkpoint import register_mmengine_safe_globals
 from .version import __version__
 

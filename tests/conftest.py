@@ -1,4 +1,5 @@
 """Shared pytest setup: registrations and deterministic seeds."""
+
 import pytest
 import torch
 from mmdet.utils import register_all_modules

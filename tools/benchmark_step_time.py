@@ -9,6 +9,7 @@ distill / (student step + teacher forward), and the share of the distillation
 step spent in teacher-student matching. Weights are random (no downloads);
 timings do not depend on them.
 """
+
 import argparse
 import statistics
 import time
@@ -92,13 +93,19 @@ def main() -> None:
     with _timed_matching(distiller.matcher, match_times):
         t_distill = _time(distill_step, args.iters)
     per_step_match = sum(match_times) / (args.iters + 1)
-    print(f'config: {args.config}\nimages: {args.batch} x {args.size}x{args.size}, '
-          f'threads: {torch.get_num_threads()}, iters: {args.iters}')
+    print(
+        f'config: {args.config}\nimages: {args.batch} x {args.size}x{args.size}, '
+        f'threads: {torch.get_num_threads()}, iters: {args.iters}'
+    )
     print('| measure | seconds |\n|---|---|')
-    print(f'| student train step | {t_student:.3f} |\n| teacher no-grad forward | {t_teacher:.3f} |')
+    print(
+        f'| student train step | {t_student:.3f} |\n| teacher no-grad forward | {t_teacher:.3f} |'
+    )
     print(f'| distill train step | {t_distill:.3f} |\n| matching per step | {per_step_match:.3f} |')
-    print(f'ratio distill / (student step + teacher forward): '
-          f'{t_distill / (t_student + t_teacher):.3f}')
+    print(
+        f'ratio distill / (student step + teacher forward): '
+        f'{t_distill / (t_student + t_teacher):.3f}'
+    )
     print(f'matching share of the distill step: {per_step_match / t_distill:.1%}')
 
 

@@ -1,14 +1,18 @@
 """Small models and batches for tests and demos (no downloads, CPU-sized)."""
+
 from .config_smoke import smoke_model_cfg, strip_pretrained
 from .tiny_models import (
+    FAMILY_CONFIGS,
     distiller_cfg,
     make_batch,
     mmdet_config_path,
     real_model_cfg,
     tiny_conditional_detr_cfg,
+    tiny_detr_cfg,
 )
 
 __all__ = [
+    'FAMILY_CONFIGS',
     'distiller_cfg',
     'make_batch',
     'mmdet_config_path',
@@ -16,4 +20,5 @@ __all__ = [
     'smoke_model_cfg',
     'strip_pretrained',
     'tiny_conditional_detr_cfg',
+    'tiny_detr_cfg',
 ]

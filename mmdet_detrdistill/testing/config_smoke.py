@@ -1,4 +1,5 @@
 """Build any model config of this repo without downloads, for a one-step smoke test."""
+
 from typing import Any
 
 from mmengine.config import Config, ConfigDict

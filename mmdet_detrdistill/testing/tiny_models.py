@@ -1,4 +1,5 @@
 """Configs of tiny and real DETRs without pretrained weights, and fake batches."""
+
 import copy
 import os.path as osp
 from typing import Dict, Optional, Sequence
@@ -28,39 +29,68 @@ def real_model_cfg(rel_path: str, depth: Optional[int] = None) -> ConfigDict:
     return model
 
 
-def tiny_conditional_detr_cfg(
-    embed_dims: int = 256,
+FAMILY_CONFIGS = {
+    'conditional': 'conditional_detr/conditional-detr_r50_8xb2-50e_coco.py',
+    'dab': 'dab_detr/dab-detr_r50_8xb2-50e_coco.py',
+    'deformable': 'deformable_detr/deformable-detr_r50_16xb2-50e_coco.py',
+    'deformable-refine': 'deformable_detr/deformable-detr-refine_r50_16xb2-50e_coco.py',
+    'deformable-twostage': 'deformable_detr/deformable-detr-refine-twostage_r50_16xb2-50e_coco.py',
+}
+# mmdet's Conditional DETR decoder and two-stage Deformable DETR's proposal
+# embedding hard-code 256-d sine embeddings, so those stay 256 wide; the
+# others can shrink.
+DEFAULT_EMBED_DIMS = {'conditional': 256, 'deformable-twostage': 256}
+
+
+def tiny_detr_cfg(
+    family: str = 'conditional',
+    embed_dims: Optional[int] = None,
     num_queries: int = 10,
     num_decoder_layers: int = 2,
     num_classes: int = 3,
     dropout: float = 0.1,
 ) -> ConfigDict:
-    """A Conditional DETR small enough for unit tests (64-128 px images).
+    """A DETR of one of mmdet's families, small enough for unit tests.
 
-    mmdet's Conditional DETR decoder hard-codes a 256-d sine embedding of the
-    reference points, so ``embed_dims`` must stay 256 for this family; the
-    model is kept small by depth, FFN width and query count instead.
+    Args:
+        family (str): One of :data:`FAMILY_CONFIGS` (``'conditional'``,
+            ``'dab'``, ``'deformable'``, ``'deformable-refine'``,
+            ``'deformable-twostage'``).
+        embed_dims (int, optional): Transformer width; 256 for Conditional
+            DETR, 64 otherwise by default.
     """
-    model = real_model_cfg('conditional_detr/conditional-detr_r50_8xb2-50e_coco.py')
+    model = real_model_cfg(FAMILY_CONFIGS[family])
+    embed_dims = embed_dims or DEFAULT_EMBED_DIMS.get(family, 64)
     model.num_queries = num_queries
     model.test_cfg.max_per_img = num_queries
     model.backbone.update(depth=18, base_channels=16, frozen_stages=-1)
-    model.neck.update(in_channels=[128], out_channels=embed_dims)
-    heads = 8
+    multi_scale = family.startswith('deformable')
+    model.neck.update(in_channels=[32, 64, 128] if multi_scale else [128], out_channels=embed_dims)
     model.encoder.num_layers = 1
-    enc = model.encoder.layer_cfg
-    enc.self_attn_cfg.update(embed_dims=embed_dims, num_heads=heads, dropout=dropout)
-    enc.ffn_cfg.update(embed_dims=embed_dims, feedforward_channels=128,
-                       ffn_drop=dropout)
     model.decoder.num_layers = num_decoder_layers
-    dec = model.decoder.layer_cfg
-    dec.self_attn_cfg.update(embed_dims=embed_dims, num_heads=heads, attn_drop=dropout)
-    dec.cross_attn_cfg.update(embed_dims=embed_dims, num_heads=heads, attn_drop=dropout)
-    dec.ffn_cfg.update(embed_dims=embed_dims, feedforward_channels=128,
-                       ffn_drop=dropout)
+    attn = ['encoder.self_attn_cfg', 'decoder.self_attn_cfg', 'decoder.cross_attn_cfg']
+    for path in attn:
+        coder, key = path.split('.')
+        cfg = model[coder].layer_cfg[key]
+        cfg.embed_dims = embed_dims
+        if 'num_heads' in cfg or 'cross_attn' in cfg:
+            cfg.num_heads = 8
+        for drop in ('dropout', 'attn_drop'):
+            if drop in cfg:
+                cfg[drop] = dropout
+    for coder in ('encoder', 'decoder'):
+        model[coder].layer_cfg.ffn_cfg.update(
+            embed_dims=embed_dims, feedforward_channels=128, ffn_drop=dropout
+        )
     model.positional_encoding.num_feats = embed_dims // 2
-    model.bbox_head.update(num_classes=num_classes, embed_dims=embed_dims)
+    model.bbox_head.num_classes = num_classes
+    model.bbox_head.embed_dims = embed_dims
     return model
+
+
+def tiny_conditional_detr_cfg(**kwargs) -> ConfigDict:
+    """A tiny Conditional DETR (see :func:`tiny_detr_cfg`)."""
+    return tiny_detr_cfg('conditional', **kwargs)
 
 
 def distiller_cfg(

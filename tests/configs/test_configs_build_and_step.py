@@ -1,4 +1,5 @@
 """Every model config in configs/ builds and runs one training step on CPU."""
+
 import glob
 import os.path as osp
 

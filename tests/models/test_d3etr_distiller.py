@@ -1,4 +1,5 @@
 """D3ETRDistiller: losses, gradients, and how the teacher is held."""
+
 import pytest
 import torch
 from mmdet.registry import MODELS
@@ -22,8 +23,12 @@ def test_loss_keys_name_method_kind_and_layer():
     model = _distiller()
     losses = model(**make_batch(model), mode='loss')
     names = ['loss_cls', 'loss_bbox', 'loss_iou', 'loss_self_attn', 'loss_cross_attn']
-    expected = {f'd3etr.{kind}.d{layer}.{n}' for kind in ('adaptive', 'fixed')
-                for layer in range(2) for n in names}
+    expected = {
+        f'd3etr.{kind}.d{layer}.{n}'
+        for kind in ('adaptive', 'fixed')
+        for layer in range(2)
+        for n in names
+    }
     assert set(_distill_keys(losses)) == expected
     assert {'loss_cls', 'loss_bbox', 'loss_iou', 'd0.loss_cls'} <= set(losses)  # GT losses
     assert all(torch.isfinite(v).all() for v in losses.values())
@@ -106,8 +111,10 @@ def test_predict_and_tensor_modes_are_the_students():
 
 
 def test_adaptive_only_adds_no_query_group():
-    model = _distiller(matcher=dict(type='MixMatcher', fixed=False),
-                       adaptive_losses=dict(loss_self_attn=None, loss_cross_attn=None))
+    model = _distiller(
+        matcher=dict(type='MixMatcher', fixed=False),
+        adaptive_losses=dict(loss_self_attn=None, loss_cross_attn=None),
+    )
     assert not model.records_attention()
     losses = model(**make_batch(model), mode='loss')
     assert not any('fixed' in k or 'attn' in k for k in losses)

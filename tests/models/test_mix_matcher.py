@@ -21,9 +21,17 @@ def test_soft_label_bce_cost_matches_brute_force():
     cost_fn = TASK_UTILS.build(dict(type='SoftLabelBCECost', weight=2.0))
     logits, probs = torch.randn(5, 4), torch.rand(7, 4)
     cost = cost_fn(InstanceData(scores=logits), InstanceData(scores=probs))
-    brute = torch.stack([
-        torch.stack([F.binary_cross_entropy_with_logits(logits[i], probs[j], reduction='sum')
-                     for j in range(7)]) for i in range(5)])
+    brute = torch.stack(
+        [
+            torch.stack(
+                [
+                    F.binary_cross_entropy_with_logits(logits[i], probs[j], reduction='sum')
+                    for j in range(7)
+                ]
+            )
+            for i in range(5)
+        ]
+    )
     torch.testing.assert_close(cost, 2.0 * brute, atol=1e-5, rtol=1e-5)
 
 

@@ -15,7 +15,7 @@ def test_mask_is_block_diagonal_true_means_masked():
     blocks = [range(0, 3), range(3, 5), range(5, 9)]
     for gi, rows in enumerate(blocks):
         for gj, cols in enumerate(blocks):
-            sub = mask[rows.start:rows.stop, cols.start:cols.stop]
+            sub = mask[rows.start : rows.stop, cols.start : cols.stop]
             assert bool(sub.all()) if gi != gj else not bool(sub.any())
 
 

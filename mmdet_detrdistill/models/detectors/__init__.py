@@ -1,13 +1,20 @@
 """Detectors whose decoders run extra query groups, and the mapping to them."""
+
 from typing import Dict
 
 from mmengine.config import ConfigDict
 
 from .group_conditional_detr import GroupConditionalDETR
+from .group_dab_detr import GroupDABDETR
+from .group_deformable_detr import GroupDeformableDETR
 from .query_group_mixin import OWN_GROUP, QueryGroupMixin
 
 # mmdet detector type -> our subclass with query groups (same parameters).
-GROUP_DETECTORS: Dict[str, str] = {'ConditionalDETR': 'GroupConditionalDETR'}
+GROUP_DETECTORS: Dict[str, str] = {
+    'ConditionalDETR': 'GroupConditionalDETR',
+    'DABDETR': 'GroupDABDETR',
+    'DeformableDETR': 'GroupDeformableDETR',
+}
 
 
 def to_group_detector_cfg(cfg: dict, role: str) -> ConfigDict:
@@ -37,6 +44,8 @@ def to_group_detector_cfg(cfg: dict, role: str) -> ConfigDict:
 __all__ = [
     'GROUP_DETECTORS',
     'GroupConditionalDETR',
+    'GroupDABDETR',
+    'GroupDeformableDETR',
     'OWN_GROUP',
     'QueryGroupMixin',
     'to_group_detector_cfg',

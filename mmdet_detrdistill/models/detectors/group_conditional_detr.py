@@ -1,5 +1,6 @@
 """Conditional DETR whose decoder can run extra, isolated query groups."""
-from typing import Dict, List, Optional
+
+from typing import Dict, List, Optional, Tuple
 
 from mmdet.models.detectors import ConditionalDETR
 from mmdet.models.layers import DetrTransformerEncoder, SinePositionalEncoding
@@ -53,6 +54,10 @@ class GroupConditionalDETR(QueryGroupMixin, ConditionalDETR):
             self_attn_mask=self_attn_mask,
         )
         return dict(hidden_states=hidden_states, references=references)
+
+    def query_format(self) -> Tuple:
+        """(family, embed_dims, ...): see :meth:`QueryGroupMixin.query_format`."""
+        return ('conditional', self.embed_dims)
 
     def own_query_group(self, decoder_inputs: Dict) -> QueryGroup:
         """The own queries: zero content + learned positional queries."""

@@ -1,4 +1,5 @@
 """Run extra query groups through a DETR decoder in the same pass as its own."""
+
 from typing import Dict, List, Sequence, Tuple
 
 from mmdet.structures import OptSampleList
@@ -53,6 +54,11 @@ class QueryGroupMixin:
             decoder_inputs['self_attn_mask'] = build_group_self_attn_mask(sizes, device)
         head_inputs.update(self.forward_decoder(**decoder_inputs))
         return head_inputs, slices, own
+
+    def query_format(self) -> Tuple:
+        """What a query group of this model looks like; two models can swap
+        query groups only if their formats are equal."""
+        raise NotImplementedError
 
     def own_query_group(self, decoder_inputs: Dict) -> QueryGroup:
         """The detector's own queries, read from ``decoder_inputs``."""

@@ -1,4 +1,6 @@
 """Base class of DETR distillers: a trainable student and a frozen teacher."""
+
+import inspect
 from contextlib import nullcontext
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
@@ -115,11 +117,13 @@ class DETRDistillerBase(BaseDetector):
         """Student ground-truth losses plus distillation losses."""
         record = self.records_attention()
         with torch.no_grad():
-            teacher_out = self.decoder_outputs(self.teacher, batch_inputs, batch_data_samples,
-                                               (), record)
+            teacher_out = self.decoder_outputs(
+                self.teacher, batch_inputs, batch_data_samples, (), record
+            )
         groups = self.extra_query_groups(teacher_out, batch_inputs.shape[0])
-        student_out = self.decoder_outputs(self.student, batch_inputs, batch_data_samples,
-                                           groups, record)
+        student_out = self.decoder_outputs(
+            self.student, batch_inputs, batch_data_samples, groups, record
+        )
         losses = self.student_gt_loss(student_out, batch_data_samples)
         losses.update(self.distill_loss(student_out, teacher_out, batch_data_samples))
         return losses
@@ -148,13 +152,25 @@ class DETRDistillerBase(BaseDetector):
     def student_gt_loss(
         self, outputs: DecoderOutputs, batch_data_samples: SampleList
     ) -> Dict[str, Tensor]:
-        """The student's own mmdet losses, on its own query group only."""
+        """The student's own mmdet losses, on its own query group only.
+
+        Deformable DETR's head also takes the encoder proposals' outputs
+        (``None`` unless two-stage and training).
+        """
         cls_scores, bbox_preds = outputs.group(OWN_GROUP)
-        return self.student.bbox_head.loss_by_feat(
+        head = self.student.bbox_head
+        extra = {}
+        if 'enc_cls_scores' in inspect.signature(head.loss_by_feat).parameters:
+            extra = dict(
+                enc_cls_scores=outputs.head_inputs.get('enc_outputs_class'),
+                enc_bbox_preds=outputs.head_inputs.get('enc_outputs_coord'),
+            )
+        return head.loss_by_feat(
             cls_scores,
             bbox_preds,
-            [s.gt_instances for s in batch_data_samples],
-            [s.metainfo for s in batch_data_samples],
+            batch_gt_instances=[s.gt_instances for s in batch_data_samples],
+            batch_img_metas=[s.metainfo for s in batch_data_samples],
+            **extra,
         )
 
     # -- what subclasses define --

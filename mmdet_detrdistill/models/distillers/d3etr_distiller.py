@@ -1,4 +1,5 @@
 """D3ETR: decoder distillation with MixMatcher (arXiv 2211.09768)."""
+
 import dataclasses
 from typing import Dict, List, Optional, Union
 
@@ -86,17 +87,13 @@ class D3ETRDistiller(DETRDistillerBase):
         return nn.ModuleDict({k: MODELS.build(v) for k, v in merged.items() if v is not None})
 
     def _check_fixed_matching(self) -> None:
-        s, t = self.student, self.teacher
-        if type(s) is not type(t):
+        teacher_fmt, student_fmt = self.teacher.query_format(), self.student.query_format()
+        if teacher_fmt != student_fmt:
             raise ValueError(
-                f'fixed matching feeds teacher queries to the student decoder, which needs '
-                f'the same detector family (teacher {type(t).__name__}, student '
-                f'{type(s).__name__}). Set model.matcher.fixed=False.'
-            )
-        if s.embed_dims != t.embed_dims:
-            raise ValueError(
-                f'fixed matching needs equal embed_dims (teacher {t.embed_dims}, student '
-                f'{s.embed_dims}). Set model.matcher.fixed=False.'
+                "fixed matching feeds the teacher's queries to the student decoder, which needs "
+                f'the same query format: teacher {type(self.teacher).__name__} {teacher_fmt}, '
+                f'student {type(self.student).__name__} {student_fmt} (family, embed_dims, ...). '
+                'Set model.matcher.fixed=False to distil with adaptive matching only.'
             )
 
     def records_attention(self) -> bool:
@@ -113,7 +110,10 @@ class D3ETRDistiller(DETRDistillerBase):
         return [dataclasses.replace(teacher_out.own_queries, name=TEACHER_QUERY_GROUP)]
 
     def distill_loss(
-        self, student_out: DecoderOutputs, teacher_out: DecoderOutputs, batch_data_samples: SampleList
+        self,
+        student_out: DecoderOutputs,
+        teacher_out: DecoderOutputs,
+        batch_data_samples: SampleList,
     ) -> Dict[str, Tensor]:
         """Adaptive and fixed pair losses of every decoder layer."""
         img_metas = [s.metainfo for s in batch_data_samples]
@@ -123,19 +123,41 @@ class D3ETRDistiller(DETRDistillerBase):
         losses = {}
         for s_l, t_l in self.matcher.layer_pairs(student_out.num_layers, teacher_out.num_layers):
             if self.matcher.adaptive:
-                pairs = self.matcher.adaptive_match(s_cls[s_l], s_box[s_l], t_cls[t_l],
-                                                    t_box[t_l], img_metas)
-                losses.update(self._pair_losses('adaptive', OWN_GROUP, s_l, t_l, pairs,
-                                                student_out, teacher_out, img_metas))
+                pairs = self.matcher.adaptive_match(
+                    s_cls[s_l], s_box[s_l], t_cls[t_l], t_box[t_l], img_metas
+                )
+                losses.update(
+                    self._pair_losses(
+                        'adaptive', OWN_GROUP, s_l, t_l, pairs, student_out, teacher_out, img_metas
+                    )
+                )
             if self.matcher.fixed:
                 pairs = self.matcher.fixed_match(bs, num_t, t_cls.device)
-                losses.update(self._pair_losses('fixed', TEACHER_QUERY_GROUP, s_l, t_l, pairs,
-                                                student_out, teacher_out, img_metas))
+                losses.update(
+                    self._pair_losses(
+                        'fixed',
+                        TEACHER_QUERY_GROUP,
+                        s_l,
+                        t_l,
+                        pairs,
+                        student_out,
+                        teacher_out,
+                        img_metas,
+                    )
+                )
         return losses
 
-    def _pair_losses(self, kind: str, group: str, s_l: int, t_l: int, pairs,
-                     student_out: DecoderOutputs, teacher_out: DecoderOutputs,
-                     img_metas: List[dict]) -> Dict[str, Tensor]:
+    def _pair_losses(
+        self,
+        kind: str,
+        group: str,
+        s_l: int,
+        t_l: int,
+        pairs,
+        student_out: DecoderOutputs,
+        teacher_out: DecoderOutputs,
+        img_metas: List[dict],
+    ) -> Dict[str, Tensor]:
         """All losses of one matching kind in one layer (pairs: (bs, K) each)."""
         s_idx, t_idx = pairs
         loss_fns = self.adaptive_losses if kind == 'adaptive' else self.fixed_losses
@@ -149,19 +171,28 @@ class D3ETRDistiller(DETRDistillerBase):
             out['loss_cls'] = loss_fns['loss_cls'](s_cls.flatten(0, 1), t_cls.flatten(0, 1))
         if 'loss_bbox' in loss_fns:
             out['loss_bbox'] = loss_fns['loss_bbox'](
-                s_box.flatten(0, 1).float(), t_box.flatten(0, 1).float(), avg_factor=num_pairs)
+                s_box.flatten(0, 1).float(), t_box.flatten(0, 1).float(), avg_factor=num_pairs
+            )
         if 'loss_iou' in loss_fns:
-            scale = torch.stack([s_box.new_tensor([w, h, w, h]).float()
-                                 for h, w in (m['img_shape'] for m in img_metas)])[:, None]
+            scale = torch.stack(
+                [
+                    s_box.new_tensor([w, h, w, h]).float()
+                    for h, w in (m['img_shape'] for m in img_metas)
+                ]
+            )[:, None]
             out['loss_iou'] = loss_fns['loss_iou'](
                 (bbox_cxcywh_to_xyxy(s_box.float()) * scale).flatten(0, 1),
-                (bbox_cxcywh_to_xyxy(t_box.float()) * scale).flatten(0, 1), avg_factor=num_pairs)
+                (bbox_cxcywh_to_xyxy(t_box.float()) * scale).flatten(0, 1),
+                avg_factor=num_pairs,
+            )
         if 'loss_self_attn' in loss_fns:
             out['loss_self_attn'] = loss_fns['loss_self_attn'](
                 gather_square(student_out.self_attn(group, s_l), s_idx),
-                gather_square(teacher_out.self_attn(OWN_GROUP, t_l), t_idx))
+                gather_square(teacher_out.self_attn(OWN_GROUP, t_l), t_idx),
+            )
         if 'loss_cross_attn' in loss_fns:
             out['loss_cross_attn'] = loss_fns['loss_cross_attn'](
                 gather_queries(student_out.cross_attn(group, s_l), s_idx),
-                gather_queries(teacher_out.cross_attn(OWN_GROUP, t_l), t_idx))
+                gather_queries(teacher_out.cross_attn(OWN_GROUP, t_l), t_idx),
+            )
         return {f'd3etr.{kind}.d{s_l}.{name}': value for name, value in out.items()}

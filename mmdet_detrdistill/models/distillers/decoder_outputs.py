@@ -1,4 +1,5 @@
 """What one model's decoder produced in one forward pass, per query group."""
+
 from dataclasses import dataclass, field
 from typing import Dict, List, Tuple
 

@@ -1,4 +1,5 @@
 """Gather matched query pairs out of batched per-query tensors."""
+
 import torch
 from torch import Tensor
 

@@ -1,4 +1,5 @@
 """Resolve and check the teacher's model config."""
+
 import os.path as osp
 from typing import Union
 
@@ -55,7 +56,9 @@ def check_same_preprocessing(student_dp: nn.Module, teacher_dp: nn.Module) -> No
     for name in ('mean', 'std', '_channel_conversion', '_enable_normalize'):
         s, t = getattr(student_dp, name, None), getattr(teacher_dp, name, None)
         same = (s is None and t is None) or (
-            s is not None and t is not None and bool((s == t).all() if hasattr(s, 'all') else s == t)
+            s is not None
+            and t is not None
+            and bool((s == t).all() if hasattr(s, 'all') else s == t)
         )
         if not same:
             raise ValueError(

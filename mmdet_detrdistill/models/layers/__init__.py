@@ -1,4 +1,5 @@
 """Layers: query groups, their attention masks, and attention recording."""
+
 from .attention_recorder import AttentionRecorder
 from .group_conditional_detr_decoder import GroupConditionalDetrTransformerDecoder
 from .query_groups import (

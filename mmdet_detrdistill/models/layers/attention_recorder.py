@@ -3,16 +3,21 @@
 No mmdet class is changed: hooks are registered on the instances of one model
 for the duration of a ``with`` block and removed afterwards, so the same
 classes used elsewhere (and the exported student) behave exactly as in mmdet.
-
-Conditional DETR and DAB-DETR compute attention in ``ConditionalAttention``,
-which returns only the attended values; its softmax weights, shape
-(bs * num_heads, num_queries, num_keys), are the *input* of its ``attn_drop``
-module. A forward pre-hook there captures them before dropout (a student in
-train mode would otherwise see dropped-out maps).
+How each kind of attention yields its map: see :mod:`.attention_maps`.
 """
-from typing import Dict, List, Sequence
 
+from typing import Callable, Dict, List, Sequence
+
+from mmcv.cnn.bricks.transformer import MultiheadAttention
+from mmcv.ops import MultiScaleDeformableAttention
+from mmdet.models.layers.transformer.utils import ConditionalAttention
 from torch import Tensor, nn
+
+from .attention_maps import (
+    conditional_attention_map,
+    deformable_attention_map,
+    multihead_attention_map,
+)
 
 
 class AttentionRecorder:
@@ -26,8 +31,9 @@ class AttentionRecorder:
 
     Args:
         modules (dict[str, Sequence[nn.Module]]): For each kind of attention
-            (e.g. ``'self'``, ``'cross'``), the ``ConditionalAttention``
-            modules of the decoder layers, in layer order.
+            (e.g. ``'self'``, ``'cross'``), the attention modules of the decoder
+            layers, in layer order: ``ConditionalAttention``, mmcv
+            ``MultiheadAttention`` or ``MultiScaleDeformableAttention``.
     """
 
     def __init__(self, modules: Dict[str, Sequence[nn.Module]]) -> None:
@@ -39,8 +45,7 @@ class AttentionRecorder:
         self.maps = {kind: [None] * len(mods) for kind, mods in self.modules.items()}
         for kind, mods in self.modules.items():
             for layer, attn in enumerate(mods):
-                hook = self._make_hook(kind, layer, attn.num_heads)
-                self._handles.append(attn.attn_drop.register_forward_pre_hook(hook))
+                self._handles.append(self._hook(attn, self._sink(kind, layer)))
         return self
 
     def __exit__(self, *exc) -> None:
@@ -48,11 +53,27 @@ class AttentionRecorder:
             handle.remove()
         self._handles = []
 
-    def _make_hook(self, kind: str, layer: int, num_heads: int):
-        def hook(module: nn.Module, args: tuple) -> None:
-            weights = args[0]  # (bs * num_heads, num_queries, num_keys)
-            n, q, k = weights.shape
-            # average over heads: teacher and student may differ in head count
-            self.maps[kind][layer] = weights.view(n // num_heads, num_heads, q, k).mean(1)
+    def _sink(self, kind: str, layer: int) -> Callable[[Tensor], None]:
+        def store(attn_map: Tensor) -> None:
+            self.maps[kind][layer] = attn_map
 
-        return hook
+        return store
+
+    @staticmethod
+    def _hook(attn: nn.Module, store: Callable[[Tensor], None]):
+        if isinstance(attn, ConditionalAttention):
+            heads = attn.num_heads
+            return attn.attn_drop.register_forward_pre_hook(
+                lambda mod, args: store(conditional_attention_map(args[0], heads))
+            )
+        if isinstance(attn, MultiheadAttention):
+            return attn.attn.register_forward_hook(
+                lambda mod, args, kwargs, out: store(multihead_attention_map(mod, args, kwargs)),
+                with_kwargs=True,
+            )
+        if isinstance(attn, MultiScaleDeformableAttention):
+            return attn.register_forward_hook(
+                lambda mod, args, kwargs, out: store(deformable_attention_map(mod, kwargs)),
+                with_kwargs=True,
+            )
+        raise TypeError(f'cannot record attention maps of {type(attn).__name__}')

@@ -1,4 +1,5 @@
 """Conditional DETR decoder that accepts a self-attention mask for query groups."""
+
 from typing import Optional, Tuple
 
 import torch

@@ -19,6 +19,7 @@ Self-attention is the only place where decoder queries interact (cross
 attention, FFN, box refinement and the heads work per query), so this mask
 alone makes each group's outputs independent of every other group.
 """
+
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence
 

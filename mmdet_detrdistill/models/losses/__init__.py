@@ -1,4 +1,5 @@
 """Distillation losses (registered in mmdet's ``MODELS``)."""
+
 from .attention_map_distill_loss import AttentionMapDistillLoss
 from .soft_bce_distill_loss import SoftBCEDistillLoss
 

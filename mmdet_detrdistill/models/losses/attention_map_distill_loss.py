@@ -1,4 +1,5 @@
 """Attention-map distillation: MSE between matched attention maps."""
+
 import torch.nn.functional as F
 from mmdet.registry import MODELS
 from torch import Tensor, nn

@@ -1,4 +1,5 @@
 """Class-score distillation: binary KL between teacher and student sigmoids."""
+
 from typing import Optional
 
 import torch.nn.functional as F

@@ -1,4 +1,5 @@
 """D3ETR's MixMatcher: adaptive (Hungarian) plus fixed (query-index) matching."""
+
 from typing import List, Sequence, Tuple
 
 import torch
@@ -98,36 +99,51 @@ class MixMatcher:
             Ns >= Nt.
         """
         pairs = [
-            self._match_image(student_logits[b], student_boxes[b], teacher_logits[b],
-                              teacher_boxes[b], img_metas[b])
+            self._match_image(
+                student_logits[b],
+                student_boxes[b],
+                teacher_logits[b],
+                teacher_boxes[b],
+                img_metas[b],
+            )
             for b in range(len(img_metas))
         ]
         return torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs])
 
     def cost_matrix(self, preds: InstanceData, targets: InstanceData, img_meta: dict) -> Tensor:
         """Weighted sum of ``match_costs``, (num_preds, num_targets), finite."""
-        cost = sum(c(pred_instances=preds, gt_instances=targets, img_meta=img_meta).float()
-                   for c in self.match_costs)
+        cost = sum(
+            c(pred_instances=preds, gt_instances=targets, img_meta=img_meta).float()
+            for c in self.match_costs
+        )
         lim = _FINITE_COST_LIMIT
         return torch.nan_to_num(cost, nan=lim, posinf=lim, neginf=-lim).clamp(-lim, lim)
 
-    def _match_image(self, s_logits: Tensor, s_boxes: Tensor, t_logits: Tensor,
-                     t_boxes: Tensor, img_meta: dict) -> Tuple[Tensor, Tensor]:
+    def _match_image(
+        self, s_logits: Tensor, s_boxes: Tensor, t_logits: Tensor, t_boxes: Tensor, img_meta: dict
+    ) -> Tuple[Tensor, Tensor]:
         h, w = img_meta['img_shape']
         scale = s_boxes.new_tensor([w, h, w, h]).float()
-        preds = InstanceData(scores=s_logits.float(),
-                             bboxes=bbox_cxcywh_to_xyxy(s_boxes.float()) * scale)
+        preds = InstanceData(
+            scores=s_logits.float(), bboxes=bbox_cxcywh_to_xyxy(s_boxes.float()) * scale
+        )
         t_scores = t_logits.float().sigmoid()
-        targets = InstanceData(scores=t_scores, labels=t_scores.argmax(-1),
-                               bboxes=bbox_cxcywh_to_xyxy(t_boxes.float()) * scale)
+        targets = InstanceData(
+            scores=t_scores,
+            labels=t_scores.argmax(-1),
+            bboxes=bbox_cxcywh_to_xyxy(t_boxes.float()) * scale,
+        )
         cost = self.cost_matrix(preds, targets, img_meta)  # (Ns, Nt)
         rows, cols = linear_sum_assignment(cost.cpu().numpy())
         order = cols.argsort() if len(cols) else cols  # teacher order
         device = s_logits.device
-        return (torch.as_tensor(rows[order], device=device, dtype=torch.long),
-                torch.as_tensor(cols[order], device=device, dtype=torch.long))
+        return (
+            torch.as_tensor(rows[order], device=device, dtype=torch.long),
+            torch.as_tensor(cols[order], device=device, dtype=torch.long),
+        )
 
     def __repr__(self) -> str:
-        return (f'{self.__class__.__name__}(adaptive={self.adaptive}, fixed={self.fixed}, '
-                f'match_costs={[c.__class__.__name__ for c in self.match_costs]})')
-
+        return (
+            f'{self.__class__.__name__}(adaptive={self.adaptive}, fixed={self.fixed}, '
+            f'match_costs={[c.__class__.__name__ for c in self.match_costs]})'
+        )

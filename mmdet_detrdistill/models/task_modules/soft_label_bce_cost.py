@@ -1,4 +1,5 @@
 """Soft-label binary cross-entropy match cost (teacher scores as soft labels)."""
+
 from typing import Optional, Union
 
 import torch.nn.functional as F

@@ -1,0 +1,88 @@
+"""Deformable DETR whose decoder can run extra, isolated query groups."""
+
+from typing import Dict, List, Optional, Tuple
+
+from mmdet.models.detectors import DeformableDETR
+from mmdet.registry import MODELS
+from torch import Tensor, nn
+
+from ..layers import QueryGroup, concat_groups
+from .query_group_mixin import OWN_GROUP, QueryGroupMixin
+
+
+@MODELS.register_module()
+class GroupDeformableDETR(QueryGroupMixin, DeformableDETR):
+    """``DeformableDETR`` with query groups (see :class:`QueryGroupMixin`).
+
+    A Deformable DETR query group is a content query, a positional query and
+    reference points in sigmoid space: (bs, n, 2) points for the one-stage
+    model (with or without box refinement), (bs, n, 4) boxes for the
+    two-stage model, whose queries are per-image encoder proposals. mmdet's
+    decoder forwards extra keywords to its layers (keyword
+    ``self_attn_mask``); so only ``forward_decoder`` changes, and parameters
+    are mmdet's.
+    """
+
+    def forward_decoder(
+        self,
+        query: Tensor,
+        query_pos: Tensor,
+        memory: Tensor,
+        memory_mask: Tensor,
+        reference_points: Tensor,
+        spatial_shapes: Tensor,
+        level_start_index: Tensor,
+        valid_ratios: Tensor,
+        self_attn_mask: Optional[Tensor] = None,
+    ) -> Dict:
+        """mmdet's ``forward_decoder`` plus an optional group mask."""
+        extra = {} if self_attn_mask is None else dict(self_attn_mask=self_attn_mask)
+        inter_states, inter_references = self.decoder(
+            query=query,
+            value=memory,
+            query_pos=query_pos,
+            key_padding_mask=memory_mask,
+            reference_points=reference_points,
+            spatial_shapes=spatial_shapes,
+            level_start_index=level_start_index,
+            valid_ratios=valid_ratios,
+            reg_branches=self.bbox_head.reg_branches if self.with_box_refine else None,
+            **extra,
+        )
+        return dict(hidden_states=inter_states, references=[reference_points, *inter_references])
+
+    def query_format(self) -> Tuple:
+        """(family, embed_dims, ...): see :meth:`QueryGroupMixin.query_format`."""
+        return ('deformable', self.embed_dims, 4 if self.as_two_stage else 2)
+
+    def own_query_group(self, decoder_inputs: Dict) -> QueryGroup:
+        """Content and positional queries, sigmoid reference points."""
+        return QueryGroup(
+            OWN_GROUP,
+            decoder_inputs['query'],
+            decoder_inputs['query_pos'],
+            decoder_inputs['reference_points'],
+        )
+
+    def merge_query_groups(self, decoder_inputs: Dict, groups: List[QueryGroup]) -> Dict:
+        """Concatenate queries, positional queries and reference points."""
+        ref_dim = 4 if self.as_two_stage else 2
+        if any(g.reference is None or g.reference.shape[-1] != ref_dim for g in groups):
+            raise ValueError(
+                f'this Deformable DETR (as_two_stage={self.as_two_stage}) takes query groups '
+                f'with `reference` points of shape (bs, n, {ref_dim}) in sigmoid space'
+            )
+        merged = dict(decoder_inputs)
+        for key, field in (
+            ('query', 'query'),
+            ('query_pos', 'query_pos'),
+            ('reference_points', 'reference'),
+        ):
+            merged[key] = concat_groups(groups, field)
+        return merged
+
+    def decoder_attention_modules(self) -> Dict[str, List[nn.Module]]:
+        """Self-attention (``MultiheadAttention``) and multi-scale deformable
+        cross-attention modules of each decoder layer."""
+        layers = self.decoder.layers
+        return dict(self=[m.self_attn for m in layers], cross=[m.cross_attn for m in layers])
