@@ -11,6 +11,6 @@ from .version import __version__
 
 register_mmengine_safe_globals()
 
-from . import models  # noqa: E402,F401  (registers into mmdet's registries)
+from . import engine, models  # noqa: E402,F401  (registers into mmdet's registries)
 
 __all__ = ['__version__']

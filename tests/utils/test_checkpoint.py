@@ -20,6 +20,7 @@ from mmengine.runner.checkpoint import _load_checkpoint
 from torch import nn
 from torch.utils.data import Dataset
 
+from mmdet_detrdistill.engine import DropExecutableConfigHook
 from mmdet_detrdistill.utils.checkpoint import (
     CheckpointMismatchError,
     UnsafeCheckpointError,
@@ -258,24 +259,28 @@ def test_runner_checkpoint_loads_and_resumes(runner_ckpt, tmp_path):
     assert recorder.scheduler_step == 3
 
 
-class DropConfigHook(Hook):
-    def after_load_checkpoint(self, runner, checkpoint) -> None:
-        drop_executable_config(checkpoint)
+def _evil_resume(runner_ckpt, tmp_path, name, with_hook):
+    path, _ = runner_ckpt
+    marker = tmp_path / f'{name}.txt'
+    ckpt = load_checkpoint_file(path)
+    ckpt['meta']['config'] = f"x = __import__('os').system('touch {marker}')\n"
+    evil = tmp_path / f'{name}.pth'
+    torch.save(ckpt, evil)
+    runner = _make_runner(tmp_path / name, max_iters=4, resume=True, load_from=str(evil))
+    if with_hook:
+        runner.register_hook(DropExecutableConfigHook(), priority='VERY_HIGH')
+    runner.train()
+    return runner, marker
 
 
 def test_resume_does_not_exec_config_text(runner_ckpt, tmp_path):
-    """MMEngine's resume ``exec``s ``meta['config']``; the hook must drop it first."""
-    path, _ = runner_ckpt
-    marker = tmp_path / 'executed.txt'
-    ckpt = load_checkpoint_file(path)
-    ckpt['meta']['config'] = f"x = __import__('os').system('touch {marker}')\n"
-    evil = tmp_path / 'evil.pth'
-    torch.save(ckpt, evil)
-    runner = _make_runner(tmp_path, max_iters=4, resume=True, load_from=str(evil))
-    runner.register_hook(DropConfigHook(), priority='VERY_HIGH')
-    runner.train()
+    """MMEngine's resume ``exec``s ``meta['config']``; our hook drops it first."""
+    runner, marker = _evil_resume(runner_ckpt, tmp_path, 'guarded', with_hook=True)
     assert runner.iter == 4
     assert not marker.exists()
+    # control: without the hook MMEngine does execute it (so this test can fail)
+    _, marker = _evil_resume(runner_ckpt, tmp_path, 'unguarded', with_hook=False)
+    assert marker.exists()
     assert drop_executable_config({'meta': {'config': 'x = 1'}})
     assert not drop_executable_config({'meta': {'cfg': 'x = 1'}})
 
