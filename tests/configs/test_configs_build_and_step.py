@@ -26,7 +26,9 @@ def test_config_builds_and_steps(path):
     model.init_weights()
     model.train()
     num_classes = model.student.bbox_head.num_classes if hasattr(model, 'student') else 80
-    batch = make_batch(model, image_shapes=((3, 96, 96), (3, 96, 64)), num_classes=num_classes)
+    # 160 px: two-stage Deformable DETR picks its top-300 proposals among the encoder's
+    # tokens (20x20 + 10x10 + 5x5 + 3x3 here); a smaller image has fewer than 300.
+    batch = make_batch(model, image_shapes=((3, 160, 160), (3, 160, 128)), num_classes=num_classes)
     losses = model(**batch, mode='loss')
     total = sum(v for k, v in losses.items() if 'loss' in k)
     assert torch.isfinite(total)

@@ -1,0 +1,7 @@
+# dab-detr R101, a teacher. mmdet ships no R101 config for this family: this is
+# mmdet's R50 config with a ResNet-101 backbone.
+_base_ = 'mmdet::dab_detr/dab-detr_r50_8xb2-50e_coco.py'
+
+model = dict(
+    backbone=dict(depth=101, init_cfg=dict(type='Pretrained', checkpoint='torchvision://resnet101'))
+)

@@ -1,0 +1,7 @@
+# deformable-detr-refine R101, a teacher. mmdet ships no R101 config for this family: this is
+# mmdet's R50 config with a ResNet-101 backbone.
+_base_ = 'mmdet::deformable_detr/deformable-detr-refine_r50_16xb2-50e_coco.py'
+
+model = dict(
+    backbone=dict(depth=101, init_cfg=dict(type='Pretrained', checkpoint='torchvision://resnet101'))
+)
