@@ -1,4 +1,4 @@
-# D3ETR: deformable-detr-refine-twostage R101 teacher -> deformable-detr-refine-twostage R50 student, 50 epochs.
+# D3ETR: deformable-detr-refine-twostage R101 teacher -> R50 student, 50 epochs.
 # MixMatcher (adaptive + fixed) and the loss weights are the defaults of
 # D3ETRDistiller; d3etr_cond-detr-r101_cond-detr-r50_8xb2-50e_coco.py spells them out.
 # Train: tools/dist_train.sh configs/d3etr/<this file> 8 \
