@@ -1,4 +1,4 @@
-# deformable-detr-refine-twostage R101, a teacher. mmdet ships no R101 config for
+# deformable-detr-refine-twostage R101, a teacher (mmdet ships no R101 config):
 # mmdet's R50 config with a ResNet-101 backbone.
 _base_ = 'mmdet::deformable_detr/deformable-detr-refine-twostage_r50_16xb2-50e_coco.py'
 
