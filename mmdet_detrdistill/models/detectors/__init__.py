@@ -1,4 +1,5 @@
 """Detectors whose decoders run extra query groups, and the mapping to them."""
+import copy
 
 from typing import Dict
 
@@ -25,9 +26,10 @@ def to_group_detector_cfg(cfg: dict, role: str) -> ConfigDict:
         role (str): ``'student'`` or ``'teacher'``, for error messages.
 
     Returns:
-        ConfigDict: The config with ``type`` replaced by its group subclass.
+        ConfigDict: A deep copy (mmdet detectors write into their configs)
+        with ``type`` replaced by its group subclass.
     """
-    cfg = ConfigDict(cfg)
+    cfg = ConfigDict(copy.deepcopy(cfg))
     det_type = cfg.get('type')
     det_type = getattr(det_type, '__name__', det_type)
     if det_type in GROUP_DETECTORS.values():

@@ -1,0 +1,83 @@
+"""An exported student, loaded by plain mmdet without this package, predicts
+exactly what the distiller predicted."""
+
+import pickle
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+from mmdet.registry import MODELS
+from mmengine.config import Config
+
+from mmdet_detrdistill.testing import distiller_cfg, make_batch, tiny_detr_cfg
+from mmdet_detrdistill.utils.export import export_student
+
+PLAIN_MMDET = textwrap.dedent(
+    """
+    import pickle, sys, torch
+    from mmengine.config import Config
+    from mmengine.runner import load_checkpoint
+    from mmdet.registry import MODELS
+    from mmdet.utils import register_all_modules
+    register_all_modules()
+    config, ckpt, batch_file, out = sys.argv[1:]
+    model = MODELS.build(Config.fromfile(config).model)
+    load_checkpoint(model, ckpt, map_location='cpu', strict=True)  # torch.load, weights_only
+    model.eval()
+    with open(batch_file, 'rb') as f:  # written by the test itself
+        batch = pickle.load(f)
+    with torch.no_grad():
+        preds = model(**batch, mode='predict')
+    assert 'mmdet_detrdistill' not in sys.modules
+    torch.save([(p.pred_instances.bboxes, p.pred_instances.scores, p.pred_instances.labels)
+                for p in preds], out)
+    """
+)
+
+
+@pytest.mark.parametrize('family', ['conditional', 'deformable-twostage'])
+def test_exported_student_predicts_what_the_distiller_predicted(family, tmp_path):
+    cfg = distiller_cfg(tiny_detr_cfg(family), tiny_detr_cfg(family))
+    cfg_text = Config(dict(model=cfg)).pretty_text
+    model = MODELS.build(cfg)
+    assert Config(dict(model=cfg)).pretty_text == cfg_text  # building left the config alone
+    model.init_weights()
+    model.eval()
+    # 160 px: enough encoder tokens for two-stage top-k proposals
+    shapes = ((3, 160, 160), (3, 160, 128)) if family.endswith('twostage') else None
+    batch = make_batch(model, training=False, **({'image_shapes': shapes} if shapes else {}))
+    with torch.no_grad():
+        expected = model(**batch, mode='predict')
+    ckpt = tmp_path / 'iter_10.pth'
+    meta = dict(cfg=cfg_text, dataset_meta=dict(classes=('a', 'b', 'c')))
+    torch.save(dict(meta=meta, state_dict=model.state_dict()), ckpt)
+
+    student_ckpt, student_cfg = export_student(str(ckpt), str(tmp_path / 'student.pth'))
+    assert student_cfg is not None
+    with open(tmp_path / 'batch.pkl', 'wb') as f:
+        pickle.dump(batch, f)
+    script = tmp_path / 'plain_mmdet.py'
+    script.write_text(PLAIN_MMDET)
+    out = tmp_path / 'preds.pth'
+    run = subprocess.run(
+        [
+            sys.executable,
+            str(script),
+            student_cfg,
+            student_ckpt,
+            str(tmp_path / 'batch.pkl'),
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    got = torch.load(out)
+    for pred, (bboxes, scores, labels) in zip(expected, got):
+        assert torch.equal(pred.pred_instances.bboxes, bboxes)
+        assert torch.equal(pred.pred_instances.scores, scores)
+        assert torch.equal(pred.pred_instances.labels, labels)
+    assert Config.fromfile(student_cfg).model.type == cfg.student.type  # a plain mmdet type
