@@ -123,4 +123,4 @@ def deformable_attention_map(attn: nn.Module, kwargs: dict) -> Tensor:
     shapes = kwargs['spatial_shapes']
     level = min(DEFORMABLE_MAP_LEVEL, shapes.shape[0] - 1)
     grid_hw = (int(shapes[level, 0]), int(shapes[level, 1]))
-    return splat_density(locations, weights, grid_hw)
+    return splat_density(locations.float(), weights.float(), grid_hw)  # fp32 under autocast

@@ -1,0 +1,51 @@
+"""Distillation under autocast, with empty images and heavy padding."""
+import pytest
+import torch
+from mmdet.registry import MODELS
+
+from mmdet_detrdistill.testing import distiller_cfg, make_batch, tiny_detr_cfg
+
+
+def _distiller(family):
+    cfg = distiller_cfg(tiny_detr_cfg(family), tiny_detr_cfg(family, num_queries=12))
+    model = MODELS.build(cfg)
+    model.init_weights()
+    return model.train()
+
+
+def _total(losses):
+    return sum(v for k, v in losses.items() if 'loss' in k)
+
+
+@pytest.mark.parametrize('family', ['conditional', 'deformable'])
+def test_bf16_autocast_step_is_finite(family):
+    model = _distiller(family)
+    batch = make_batch(model)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        losses = model(**batch, mode='loss')
+    bad = [k for k, v in losses.items() if not torch.isfinite(v).all()]
+    assert not bad
+    assert all(v.dtype == torch.float32 for k, v in losses.items() if k.startswith('d3etr.'))
+    _total(losses).backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.student.parameters() if p.grad is not None)
+
+
+@pytest.mark.parametrize('family', ['conditional', 'dab', 'deformable-twostage'])
+def test_images_without_ground_truth(family):
+    model = _distiller(family)
+    shapes = ((3, 160, 160), (3, 160, 128))
+    batch = make_batch(model, image_shapes=shapes, num_items=(0, 0))
+    assert all(len(s.gt_instances) == 0 for s in batch['data_samples'])
+    losses = model(**batch, mode='loss')
+    assert all(torch.isfinite(v) for v in losses.values())
+    assert losses['d3etr.adaptive.d1.loss_cls'] > 0  # distillation does not need GT
+    _total(losses).backward()
+
+
+def test_mostly_padded_batch():
+    """A small image padded to a large one: masked keys get no attention."""
+    model = _distiller('conditional')
+    batch = make_batch(model, image_shapes=((3, 128, 128), (3, 32, 32)))
+    losses = model(**batch, mode='loss')
+    assert all(torch.isfinite(v) for v in losses.values())
+    _total(losses).backward()
