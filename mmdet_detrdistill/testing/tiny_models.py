@@ -75,9 +75,9 @@ def tiny_detr_cfg(
         cfg.embed_dims = embed_dims
         if 'num_heads' in cfg or 'cross_attn' in cfg:
             cfg.num_heads = 8
-        for drop in ('dropout', 'attn_drop'):
-            if drop in cfg:
-                cfg[drop] = dropout
+        # ConditionalAttention takes `attn_drop`; mmcv's MultiheadAttention and
+        # MultiScaleDeformableAttention take `dropout` (the latter defaults to 0.1)
+        cfg['attn_drop' if 'attn_drop' in cfg else 'dropout'] = dropout
     for coder in ('encoder', 'decoder'):
         model[coder].layer_cfg.ffn_cfg.update(
             embed_dims=embed_dims, feedforward_channels=128, ffn_drop=dropout
