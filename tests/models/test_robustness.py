@@ -1,4 +1,5 @@
 """Distillation under autocast, with empty images and heavy padding."""
+
 import pytest
 import torch
 from mmdet.registry import MODELS
@@ -27,7 +28,9 @@ def test_bf16_autocast_step_is_finite(family):
     assert not bad
     assert all(v.dtype == torch.float32 for k, v in losses.items() if k.startswith('d3etr.'))
     _total(losses).backward()
-    assert all(torch.isfinite(p.grad).all() for p in model.student.parameters() if p.grad is not None)
+    assert all(
+        torch.isfinite(p.grad).all() for p in model.student.parameters() if p.grad is not None
+    )
 
 
 @pytest.mark.parametrize('family', ['conditional', 'dab', 'deformable-twostage'])

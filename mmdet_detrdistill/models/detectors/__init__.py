@@ -1,4 +1,5 @@
 """Detectors whose decoders run extra query groups, and the mapping to them."""
+
 import copy
 from typing import Dict
 
