@@ -1,0 +1,15 @@
+# D3ETR on the embedded default: tiny Conditional DETR teacher -> tiny student, generated data.
+# tools/run_demo.py trains the teacher first and passes its checkpoint:
+#   python tools/train.py configs/d3etr/d3etr_tiny-t_tiny-s_1xb8-synth.py \
+#       --cfg-options model.teacher_ckpt=work_dirs/demo/teacher/iter_2000.pth
+_base_ = '../embedded/conditional-detr_tiny-student_1xb8-synth.py'
+custom_imports = dict(imports=['mmdet_detrdistill'], allow_failed_imports=False)
+
+model = dict(
+    _delete_=True,
+    type='D3ETRDistiller',
+    student={{_base_.model}},
+    teacher='{{fileDirname}}/../embedded/conditional-detr_tiny-teacher_1xb8-synth.py',
+    teacher_ckpt=None,
+    matcher=dict(type='MixMatcher', adaptive=True, fixed=True),
+)

@@ -1,0 +1,2 @@
+# The embedded default's student: the tiny base model, short schedule.
+_base_ = './conditional-detr_tiny-base_synth.py'

@@ -1,0 +1,202 @@
+"""The embedded default: does distillation pay on a small problem you can run on a CPU?
+
+    python tools/run_demo.py [--work-dir work_dirs/demo] [--quick] [--seed 0] [--skip-distill]
+
+1. generates a deterministic COCO-format dataset of procedural shapes (data/synth_coco);
+2. trains a tiny Conditional DETR teacher;
+3. trains the tiny student alone (baseline) and with D3ETR from that teacher, on the same
+   schedule and seed;
+4. prints teacher / baseline / distilled COCO box AP (mmdet's CocoMetric) as a table, also
+   saved as WORK_DIR/results.md and results.json.
+
+Each stage runs ``tools/train.py`` in a subprocess (full log: WORK_DIR/<stage>.log); a finished
+stage with the same settings is reused. ``--quick`` is a smoke run (tiny data, a few iterations).
+"""
+
+import argparse
+import json
+import os
+import os.path as osp
+import re
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from typing import Dict, List, Optional
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+TEACHER_CFG = 'configs/embedded/conditional-detr_tiny-teacher_1xb8-synth.py'
+STUDENT_CFG = 'configs/embedded/conditional-detr_tiny-student_1xb8-synth.py'
+DISTILL_CFG = 'configs/d3etr/d3etr_tiny-t_tiny-s_1xb8-synth.py'
+METRICS = ('bbox_mAP', 'bbox_mAP_50', 'bbox_mAP_75', 'bbox_mAP_s', 'bbox_mAP_m')
+# (train images, val images, teacher iters, student iters)
+SCALES = {'full': (1000, 200, 2000, 1000), 'quick': (64, 16, 20, 10)}
+
+
+@dataclass
+class Stage:
+    """One training run of the demo."""
+
+    name: str
+    config: str
+    iters: int
+    extra: List[str]
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--work-dir', default='work_dirs/demo', help='where runs are written')
+    parser.add_argument('--data-root', default='data/synth_coco', help='generated dataset')
+    parser.add_argument('--quick', action='store_true', help='smoke run: tiny data and schedule')
+    parser.add_argument('--seed', type=int, default=0, help='training seed of every stage')
+    parser.add_argument('--skip-distill', action='store_true', help='teacher and baseline only')
+    return parser.parse_args()
+
+
+def schedule_options(iters: int, seed: int, data_root: str) -> List[str]:
+    """--cfg-options that set the schedule, the seed and the dataset root."""
+    root = data_root.rstrip('/') + '/'
+    return [
+        f'train_cfg.max_iters={iters}',
+        f'train_cfg.val_interval={iters}',
+        f'param_scheduler.0.end={iters}',
+        f'param_scheduler.0.milestones=[{int(iters * 0.8)}]',
+        f'default_hooks.checkpoint.interval={iters}',
+        f'default_hooks.logger.interval={max(1, min(50, iters // 10))}',
+        f'randomness.seed={seed}',
+        f'train_dataloader.dataset.data_root={root}',
+        f'val_dataloader.dataset.data_root={root}',
+        f'test_dataloader.dataset.data_root={root}',
+        f'val_evaluator.ann_file={root}annotations/val.json',
+        f'test_evaluator.ann_file={root}annotations/val.json',
+    ]
+
+
+def run_stage(stage: Stage, work_dir: str, seed: int, data_root: str) -> Dict:
+    """Train one stage (or reuse it), streaming compact progress; return its record."""
+    stage_dir = osp.join(work_dir, stage.name)
+    record_file = osp.join(stage_dir, 'demo_record.json')
+    key = dict(
+        config=stage.config, iters=stage.iters, seed=seed, extra=stage.extra, data_root=data_root
+    )
+    if osp.isfile(record_file):
+        with open(record_file) as f:
+            record = json.load(f)
+        if record.get('key') == key:
+            print(f'[{stage.name}] reusing the finished run in {stage_dir}')
+            return record
+    cmd = [
+        sys.executable,
+        osp.join(ROOT, 'tools', 'train.py'),
+        stage.config,
+        '--work-dir',
+        stage_dir,
+        '--cfg-options',
+        *schedule_options(stage.iters, seed, data_root),
+        *stage.extra,
+    ]
+    print(
+        f'[{stage.name}] training {stage.config} for {stage.iters} iterations '
+        f'(log: {stage_dir}.log)',
+        flush=True,
+    )
+    os.makedirs(stage_dir, exist_ok=True)
+    start = time.time()
+    metrics = _train_with_progress(cmd, stage, stage_dir + '.log')
+    record = dict(
+        key=key,
+        stage=asdict(stage),
+        metrics=metrics,
+        train_time_s=round(time.time() - start, 1),
+        checkpoint=osp.join(stage_dir, f'iter_{stage.iters}.pth'),
+    )
+    with open(record_file, 'w') as f:
+        json.dump(record, f, indent=2)
+    return record
+
+
+def _train_with_progress(cmd: List[str], stage: Stage, log_file: str) -> Dict[str, float]:
+    iter_re = re.compile(r'Iter\(train\) \[\s*(\d+)/(\d+)\].*?eta: (\S+).*?loss: ([\d.]+)')
+    metric_re = re.compile(r'coco/(bbox_mAP\w*): (-?[\d.]+)')
+    metrics: Dict[str, float] = {}
+    with (
+        open(log_file, 'w') as log,
+        subprocess.Popen(
+            cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
+        ) as proc,
+    ):
+        for line in proc.stdout:
+            log.write(line)
+            match = iter_re.search(line)
+            if match:
+                it, total, eta, loss = match.groups()
+                print(
+                    f'[{stage.name}] iter {it}/{total}  loss {float(loss):.3f}  eta {eta}',
+                    flush=True,
+                )
+            metrics.update({k: float(v) for k, v in metric_re.findall(line)})
+        proc.wait()
+    if proc.returncode != 0:
+        with open(log_file) as f:
+            tail = ''.join(f.readlines()[-25:])
+        raise SystemExit(
+            f'[{stage.name}] training failed (exit {proc.returncode}); '
+            f'last lines of {log_file}:\n{tail}'
+        )
+    if 'bbox_mAP' not in metrics:
+        raise SystemExit(f'[{stage.name}] no COCO metrics found in {log_file}')
+    return metrics
+
+
+def results_table(records: Dict[str, Dict]) -> str:
+    """Markdown table of the stages' COCO metrics (AP in %)."""
+    head = '| model | config | iters | AP | AP50 | AP75 | AP_s | AP_m | train time |'
+    rows = [head, '|' + '---|' * 9]
+    for name, rec in records.items():
+        m, st = rec['metrics'], rec['stage']
+        aps = ' | '.join(f'{100 * m[k]:.1f}' if m.get(k, -1) >= 0 else 'n/a' for k in METRICS)
+        rows.append(
+            f'| {name} | `{st["config"]}` | {st["iters"]} | {aps} | '
+            f'{rec["train_time_s"] / 60:.1f} min |'
+        )
+    return '\n'.join(rows)
+
+
+def main() -> None:
+    args = parse_args()
+    num_train, num_val, t_iters, s_iters = SCALES['quick' if args.quick else 'full']
+    os.chdir(ROOT)
+    sys.path.insert(0, ROOT)
+    from mmdet_detrdistill.datasets import make_synthetic_coco
+
+    data_root = args.data_root + ('_quick' if args.quick else '')
+    make_synthetic_coco(data_root, num_train, num_val, img_size=128, seed=0)
+    start = time.time()
+    records = {}
+    teacher = run_stage(
+        Stage('teacher', TEACHER_CFG, t_iters, []), args.work_dir, args.seed, data_root
+    )
+    records['teacher'] = teacher
+    records['baseline student'] = run_stage(
+        Stage('baseline', STUDENT_CFG, s_iters, []), args.work_dir, args.seed, data_root
+    )
+    if not args.skip_distill:
+        extra = [f'model.teacher_ckpt={teacher["checkpoint"]}']
+        records['D3ETR student'] = run_stage(
+            Stage('distilled', DISTILL_CFG, s_iters, extra), args.work_dir, args.seed, data_root
+        )
+    table = results_table(records)
+    note = (
+        f'Generated data `{data_root}` ({num_train} train / {num_val} val images, 128 px), '
+        f'seed {args.seed}, 2 CPU threads; COCO box AP (%) on the val split.'
+    )
+    print(f'\n{note}\n\n{table}\n\ntotal: {(time.time() - start) / 60:.1f} min')
+    os.makedirs(args.work_dir, exist_ok=True)
+    with open(osp.join(args.work_dir, 'results.md'), 'w') as f:
+        f.write(f'{note}\n\n{table}\n')
+    with open(osp.join(args.work_dir, 'results.json'), 'w') as f:
+        json.dump(records, f, indent=2)
+
+
+if __name__ == '__main__':
+    main()
