@@ -22,7 +22,7 @@ import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass
-from typing import Dict, List, Optional
+from typing import Dict, List
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 TEACHER_CFG = 'configs/embedded/conditional-detr_tiny-teacher_1xb8-synth.py'
