@@ -34,6 +34,7 @@ def test_config_builds_and_steps(path):
     assert torch.isfinite(total)
     total.backward()
     if hasattr(model, 'teacher'):
-        assert model.teacher.backbone.depth == 101 and model.student.backbone.depth == 50
+        if 'r101' in osp.basename(path):
+            assert model.teacher.backbone.depth == 101 and model.student.backbone.depth == 50
         assert any(k.startswith('d3etr.') for k in losses)
         assert all(p.grad is None for p in model.teacher.parameters())
