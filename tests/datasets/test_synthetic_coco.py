@@ -1,4 +1,5 @@
 """The generated dataset is deterministic, valid COCO, and reused when unchanged."""
+
 import hashlib
 import json
 import os
