@@ -1,9 +1,10 @@
 """The embedded default: does distillation pay on a small problem you can run on a CPU?
 
-    python tools/run_demo.py [--work-dir work_dirs/demo] [--quick] [--seed 0] [--skip-distill]
+    python tools/run_demo.py [--family {conditional,dab,deformable}] [--work-dir DIR]
+                             [--quick] [--seed 0] [--skip-distill]
 
 1. generates a deterministic COCO-format dataset of procedural shapes (data/synth_coco);
-2. trains a tiny Conditional DETR teacher;
+2. trains a tiny teacher of the chosen family (default: Conditional DETR);
 3. trains the tiny student alone (baseline) and with D3ETR from that teacher, on the same
    schedule and seed;
 4. prints teacher / baseline / distilled COCO box AP (mmdet's CocoMetric) as a table, also
@@ -25,9 +26,24 @@ from dataclasses import asdict, dataclass
 from typing import Dict, List
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-TEACHER_CFG = 'configs/embedded/conditional-detr_tiny-teacher_1xb8-synth.py'
-STUDENT_CFG = 'configs/embedded/conditional-detr_tiny-student_1xb8-synth.py'
-DISTILL_CFG = 'configs/d3etr/d3etr_tiny-t_tiny-s_1xb8-synth.py'
+# family -> (teacher, student, distiller) configs
+FAMILIES = {
+    'conditional': (
+        'configs/embedded/conditional-detr_tiny-teacher_1xb8-synth.py',
+        'configs/embedded/conditional-detr_tiny-student_1xb8-synth.py',
+        'configs/d3etr/d3etr_tiny-t_tiny-s_1xb8-synth.py',
+    ),
+    'dab': (
+        'configs/embedded/dab-detr_tiny-teacher_1xb8-synth.py',
+        'configs/embedded/dab-detr_tiny-student_1xb8-synth.py',
+        'configs/d3etr/d3etr_tiny-dab-t_tiny-dab-s_1xb8-synth.py',
+    ),
+    'deformable': (
+        'configs/embedded/deformable-detr_tiny-teacher_1xb8-synth.py',
+        'configs/embedded/deformable-detr_tiny-student_1xb8-synth.py',
+        'configs/d3etr/d3etr_tiny-deformable-t_tiny-deformable-s_1xb8-synth.py',
+    ),
+}
 METRICS = ('bbox_mAP', 'bbox_mAP_50', 'bbox_mAP_75', 'bbox_mAP_s', 'bbox_mAP_m')
 # (train images, val images, teacher iters, student iters)
 SCALES = {'full': (1000, 200, 2000, 1000), 'quick': (64, 16, 20, 10)}
@@ -45,7 +61,17 @@ class Stage:
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('--work-dir', default='work_dirs/demo', help='where runs are written')
+    parser.add_argument(
+        '--family',
+        choices=sorted(FAMILIES),
+        default='conditional',
+        help='detector family of teacher and student',
+    )
+    parser.add_argument(
+        '--work-dir',
+        help='where runs are written (default: work_dirs/demo, or '
+        'work_dirs/demo_FAMILY for another family)',
+    )
     parser.add_argument('--data-root', default='data/synth_coco', help='generated dataset')
     parser.add_argument('--quick', action='store_true', help='smoke run: tiny data and schedule')
     parser.add_argument('--seed', type=int, default=0, help='training seed of every stage')
@@ -165,6 +191,10 @@ def results_table(records: Dict[str, Dict]) -> str:
 def main() -> None:
     args = parse_args()
     num_train, num_val, t_iters, s_iters = SCALES['quick' if args.quick else 'full']
+    teacher_cfg, student_cfg, distill_cfg = FAMILIES[args.family]
+    if args.work_dir is None:
+        suffix = '' if args.family == 'conditional' else f'_{args.family}'
+        args.work_dir = f'work_dirs/demo{suffix}'
     os.chdir(ROOT)
     sys.path.insert(0, ROOT)
     from mmdet_detrdistill.datasets import make_synthetic_coco
@@ -174,16 +204,16 @@ def main() -> None:
     start = time.time()
     records = {}
     teacher = run_stage(
-        Stage('teacher', TEACHER_CFG, t_iters, []), args.work_dir, args.seed, data_root
+        Stage('teacher', teacher_cfg, t_iters, []), args.work_dir, args.seed, data_root
     )
     records['teacher'] = teacher
     records['baseline student'] = run_stage(
-        Stage('baseline', STUDENT_CFG, s_iters, []), args.work_dir, args.seed, data_root
+        Stage('baseline', student_cfg, s_iters, []), args.work_dir, args.seed, data_root
     )
     if not args.skip_distill:
         extra = [f'model.teacher_ckpt={teacher["checkpoint"]}']
         records['D3ETR student'] = run_stage(
-            Stage('distilled', DISTILL_CFG, s_iters, extra), args.work_dir, args.seed, data_root
+            Stage('distilled', distill_cfg, s_iters, extra), args.work_dir, args.seed, data_root
         )
     table = results_table(records)
     note = (

@@ -1,0 +1,13 @@
+# D3ETR on the embedded default with DAB-DETR: tiny teacher -> tiny student, generated data.
+#   python tools/run_demo.py --family dab
+_base_ = '../embedded/dab-detr_tiny-student_1xb8-synth.py'
+custom_imports = dict(imports=['mmdet_detrdistill'], allow_failed_imports=False)
+
+model = dict(
+    _delete_=True,
+    type='D3ETRDistiller',
+    student={{_base_.model}},
+    teacher='{{fileDirname}}/../embedded/dab-detr_tiny-teacher_1xb8-synth.py',
+    teacher_ckpt=None,
+    matcher=dict(type='MixMatcher', adaptive=True, fixed=True),
+)
