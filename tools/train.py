@@ -75,10 +75,12 @@ def build_cfg(args: argparse.Namespace) -> Config:
         cfg.resume, cfg.load_from = True, None
     elif args.resume is not None:
         cfg.resume, cfg.load_from = True, args.resume
-    # resume must never execute config text stored in a checkpoint
+    # resume must never execute config text stored in a checkpoint, and must continue
+    # with the random numbers an uninterrupted run would have drawn
     hooks = list(cfg.get('custom_hooks') or [])
-    if not any(h.get('type') == 'DropExecutableConfigHook' for h in hooks):
-        hooks.append(dict(type='DropExecutableConfigHook'))
+    for hook in ('DropExecutableConfigHook', 'RNGStateHook'):
+        if not any(h.get('type') == hook for h in hooks):
+            hooks.append(dict(type=hook))
     cfg.custom_hooks = hooks
     return cfg
 
