@@ -14,6 +14,7 @@ from mmengine.config import Config, DictAction
 from mmengine.runner import Runner
 
 import mmdet_detrdistill  # noqa: F401
+from mmdet_detrdistill.utils.cpu_distributed import setup_cpu_distributed
 
 
 def parse_args() -> argparse.Namespace:
@@ -48,6 +49,7 @@ def main() -> None:
     elif cfg.get('work_dir') is None:
         cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
     cfg.load_from = args.checkpoint
+    setup_cpu_distributed(cfg)  # gloo + device_ids=None when there is no GPU
     if args.show_dir:
         vis = cfg.default_hooks.visualization
         vis.update(draw=True, test_out_dir=args.show_dir)

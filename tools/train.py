@@ -15,6 +15,7 @@ from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 import mmdet_detrdistill  # noqa: F401  (registers our modules, safe checkpoint loading)
+from mmdet_detrdistill.utils.cpu_distributed import setup_cpu_distributed
 
 
 def parse_args() -> argparse.Namespace:
@@ -89,6 +90,7 @@ def main() -> None:
     args = parse_args()
     setup_cache_size_limit_of_dynamo()
     cfg = build_cfg(args)
+    setup_cpu_distributed(cfg)  # gloo + device_ids=None when there is no GPU
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
     runner.train()
 

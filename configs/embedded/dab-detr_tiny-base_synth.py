@@ -5,7 +5,14 @@ _base_ = ['mmdet::dab_detr/dab-detr_r50_8xb2-50e_coco.py', './synth-coco_data.py
 
 model = dict(
     num_queries=30,
-    backbone=dict(out_indices=(2,), **_base_.synth_backbone),
+    # three stages: stage 4 would be built but unused (DDP would fail on its parameters)
+    backbone=dict(
+        num_stages=3,
+        strides=(1, 2, 2),
+        dilations=(1, 1, 1),
+        out_indices=(2,),
+        **_base_.synth_backbone,
+    ),
     neck=dict(in_channels=[64]),
     encoder=dict(num_layers=2, layer_cfg=dict(ffn_cfg=dict(feedforward_channels=512))),
     decoder=dict(num_layers=2, layer_cfg=dict(ffn_cfg=dict(feedforward_channels=512))),

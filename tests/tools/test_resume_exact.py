@@ -3,14 +3,12 @@
 import glob
 import json
 import os.path as osp
-import subprocess
-import sys
 
 import pytest
 
 from mmdet_detrdistill.datasets import make_synthetic_coco
+from mmdet_detrdistill.testing import run_tool, synth_train_options
 
-ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 CONFIGS = {
     'conditional': 'configs/d3etr/d3etr_tiny-t_tiny-s_1xb8-synth.py',
     'deformable': 'configs/d3etr/d3etr_tiny-deformable-t_tiny-deformable-s_1xb8-synth.py',
@@ -25,30 +23,8 @@ def data_root(tmp_path_factory):
 
 
 def _train(config, work_dir, data_root, iters, *extra):
-    root = f'{data_root}/'
-    opts = [
-        'model.allow_untrained_teacher=True',
-        'randomness.seed=0',
-        f'train_cfg.max_iters={iters}',
-        'train_cfg.val_interval=100',
-        'default_hooks.checkpoint.interval=2',
-        'default_hooks.logger.interval=1',
-        'train_dataloader.batch_size=2',
-        f'train_dataloader.dataset.data_root={root}',
-        f'val_dataloader.dataset.data_root={root}',
-        f'val_evaluator.ann_file={root}annotations/val.json',
-    ]
-    cmd = [
-        sys.executable,
-        osp.join(ROOT, 'tools', 'train.py'),
-        osp.join(ROOT, config),
-        '--work-dir',
-        str(work_dir),
-        *extra,
-        '--cfg-options',
-        *opts,
-    ]
-    run = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    options = synth_train_options(data_root, iters) + ['train_cfg.val_interval=100']
+    run = run_tool(['tools/train.py', config, '--work-dir', str(work_dir), *extra], options)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
 
 

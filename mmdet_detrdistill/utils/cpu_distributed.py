@@ -1,0 +1,28 @@
+"""Let mmdet's launchers (``--launcher pytorch``) run on CPU-only machines, with gloo."""
+
+import torch
+import torch.distributed as dist
+from mmengine.config import Config
+
+
+def setup_cpu_distributed(cfg: Config) -> bool:
+    """Prepare a distributed run without CUDA; return whether it applied.
+
+    MMEngine 0.10.7's ``init_dist`` calls ``torch.cuda.set_device`` and its
+    Runner wraps the model with ``device_ids=[LOCAL_RANK]``: both fail without
+    a GPU. Here the gloo process group is created first (the Runner then skips
+    ``init_dist``), and DDP gets ``device_ids=None``. On a machine with CUDA,
+    or without a launcher, nothing changes.
+    """
+    if cfg.get('launcher', 'none') == 'none' or torch.cuda.is_available():
+        return False
+    if not dist.is_initialized():
+        dist.init_process_group('gloo')  # env:// variables set by torchrun / slurm
+    cfg.setdefault('env_cfg', {}).setdefault('dist_cfg', {})['backend'] = 'gloo'
+    wrapper = dict(cfg.get('model_wrapper_cfg') or {})
+    wrapper.setdefault('type', 'MMDistributedDataParallel')
+    wrapper.setdefault('broadcast_buffers', False)
+    wrapper.setdefault('find_unused_parameters', cfg.get('find_unused_parameters', False))
+    wrapper['device_ids'] = None
+    cfg.model_wrapper_cfg = wrapper
+    return True
