@@ -1,7 +1,7 @@
 """Small models and batches for tests and demos (no downloads, CPU-sized)."""
 
 from .config_smoke import smoke_model_cfg, strip_pretrained
-from .synth_runs import REPO_ROOT, run_tool, synth_train_options
+from .synth_runs import REPO_ROOT, free_port, run_tool, synth_train_options
 from .tiny_models import (
     FAMILY_CONFIGS,
     distiller_cfg,
@@ -14,6 +14,7 @@ from .tiny_models import (
 
 __all__ = [
     'REPO_ROOT',
+    'free_port',
     'run_tool',
     'synth_train_options',
     'FAMILY_CONFIGS',

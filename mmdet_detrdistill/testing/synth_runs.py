@@ -1,11 +1,19 @@
 """Run tools/train.py on generated data from tests: the shared command line."""
 
 import os.path as osp
+import socket
 import subprocess
 import sys
 from typing import Dict, List, Optional, Sequence
 
 REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+
+
+def free_port() -> int:
+    """A free TCP port on localhost, for a test's distributed rendezvous."""
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
 
 
 def synth_train_options(data_root: str, iters: int, checkpoint_interval: int = 2) -> List[str]:

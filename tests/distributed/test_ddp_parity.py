@@ -2,7 +2,6 @@
 
 import os
 import pickle
-import socket
 import subprocess
 import sys
 
@@ -10,15 +9,9 @@ import pytest
 import torch
 from mmdet.registry import MODELS
 
-from mmdet_detrdistill.testing import distiller_cfg, make_batch, tiny_detr_cfg
+from mmdet_detrdistill.testing import distiller_cfg, free_port, make_batch, tiny_detr_cfg
 
 WORKER = os.path.join(os.path.dirname(__file__), 'ddp_worker.py')
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
 
 
 def _setup(family, tmp_path, num_items):
@@ -54,7 +47,7 @@ def _run_ddp(tmp_path):
         '--nproc_per_node',
         '2',
         '--master_port',
-        str(_free_port()),
+        str(free_port()),
         WORKER,
         str(tmp_path),
     ]

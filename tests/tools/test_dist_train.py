@@ -2,24 +2,17 @@
 
 import os
 import os.path as osp
-import socket
 
 from mmdet_detrdistill.datasets import make_synthetic_coco
-from mmdet_detrdistill.testing import run_tool, synth_train_options
+from mmdet_detrdistill.testing import free_port, run_tool, synth_train_options
 
 CONFIG = 'configs/d3etr/d3etr_tiny-t_tiny-s_1xb8-synth.py'
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
 
 
 def test_dist_train_two_processes_on_cpu(tmp_path):
     data = tmp_path / 'data'
     make_synthetic_coco(str(data), 8, 4, img_size=96, verbose=False)
-    env = dict(os.environ, PORT=str(_free_port()), OMP_NUM_THREADS='1')
+    env = dict(os.environ, PORT=str(free_port()), OMP_NUM_THREADS='1')
     run = run_tool(
         ['bash', 'tools/dist_train.sh', CONFIG, '2', '--work-dir', str(tmp_path / 'wd')],
         synth_train_options(data, 3, checkpoint_interval=3),

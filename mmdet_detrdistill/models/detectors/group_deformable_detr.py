@@ -53,7 +53,12 @@ class GroupDeformableDETR(QueryGroupMixin, DeformableDETR):
 
     def query_format(self) -> Tuple:
         """(family, embed_dims, ...): see :meth:`QueryGroupMixin.query_format`."""
-        return ('deformable', self.embed_dims, 4 if self.as_two_stage else 2)
+        return ('deformable', self.embed_dims, self.reference_dim)
+
+    @property
+    def reference_dim(self) -> int:
+        """4 (proposal boxes) when two-stage, else 2 (points)."""
+        return 4 if self.as_two_stage else 2
 
     def own_query_group(self, decoder_inputs: Dict) -> QueryGroup:
         """Content and positional queries, sigmoid reference points."""
@@ -66,7 +71,7 @@ class GroupDeformableDETR(QueryGroupMixin, DeformableDETR):
 
     def merge_query_groups(self, decoder_inputs: Dict, groups: List[QueryGroup]) -> Dict:
         """Concatenate queries, positional queries and reference points."""
-        ref_dim = 4 if self.as_two_stage else 2
+        ref_dim = self.reference_dim
         if any(g.reference is None or g.reference.shape[-1] != ref_dim for g in groups):
             raise ValueError(
                 f'this Deformable DETR (as_two_stage={self.as_two_stage}) takes query groups '

@@ -57,6 +57,10 @@ class DETRDistillerBase(BaseDetector):
         super().__init__(init_cfg=init_cfg)
         self.student = MODELS.build(to_group_detector_cfg(student, 'student'))
         self.data_preprocessor = self.student.data_preprocessor
+        # Deformable DETR's head also takes the encoder proposals' outputs
+        self._head_takes_encoder_outputs = (
+            'enc_cls_scores' in inspect.signature(self.student.bbox_head.loss_by_feat).parameters
+        )
         teacher_model = self._build_teacher(teacher, teacher_ckpt, allow_untrained_teacher)
         check_same_preprocessing(self.student.data_preprocessor, teacher_model.data_preprocessor)
         # object.__setattr__ keeps the teacher out of the module tree
@@ -160,7 +164,7 @@ class DETRDistillerBase(BaseDetector):
         cls_scores, bbox_preds = outputs.group(OWN_GROUP)
         head = self.student.bbox_head
         extra = {}
-        if 'enc_cls_scores' in inspect.signature(head.loss_by_feat).parameters:
+        if self._head_takes_encoder_outputs:
             extra = dict(
                 enc_cls_scores=outputs.head_inputs.get('enc_outputs_class'),
                 enc_bbox_preds=outputs.head_inputs.get('enc_outputs_coord'),
