@@ -1,12 +1,13 @@
 """The embedded default: does distillation pay on a small problem you can run on a CPU?
 
-    python tools/run_demo.py [--family {conditional,dab,deformable}] [--work-dir DIR]
+    python tools/run_demo.py [--family {conditional,dab,deformable}]
+                             [--method {d3etr,detrdistill} ...] [--work-dir DIR]
                              [--quick] [--seed 0] [--skip-distill]
 
 1. generates a deterministic COCO-format dataset of procedural shapes (data/synth_coco);
 2. trains a tiny teacher of the chosen family (default: Conditional DETR);
-3. trains the tiny student alone (baseline) and with D3ETR from that teacher, on the same
-   schedule and seed;
+3. trains the tiny student alone (baseline) and with each chosen method (default D3ETR) from
+   that teacher, on the same schedule and seed;
 4. prints teacher / baseline / distilled COCO box AP (mmdet's CocoMetric) as a table, also
    saved as WORK_DIR/results.md and results.json.
 
@@ -26,22 +27,42 @@ from dataclasses import asdict, dataclass
 from typing import Dict, List
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-# family -> (teacher, student, distiller) configs
+# family -> (teacher, student) configs of the embedded default
 FAMILIES = {
     'conditional': (
         'configs/embedded/conditional-detr_tiny-teacher_1xb8-synth.py',
         'configs/embedded/conditional-detr_tiny-student_1xb8-synth.py',
-        'configs/d3etr/d3etr_tiny-t_tiny-s_1xb8-synth.py',
     ),
     'dab': (
         'configs/embedded/dab-detr_tiny-teacher_1xb8-synth.py',
         'configs/embedded/dab-detr_tiny-student_1xb8-synth.py',
-        'configs/d3etr/d3etr_tiny-dab-t_tiny-dab-s_1xb8-synth.py',
     ),
     'deformable': (
         'configs/embedded/deformable-detr_tiny-teacher_1xb8-synth.py',
         'configs/embedded/deformable-detr_tiny-student_1xb8-synth.py',
-        'configs/d3etr/d3etr_tiny-deformable-t_tiny-deformable-s_1xb8-synth.py',
+    ),
+}
+# method -> (row name, needs the trained teacher, distiller config per family)
+METHODS = {
+    'd3etr': (
+        'D3ETR student',
+        True,
+        {
+            'conditional': 'configs/d3etr/d3etr_tiny-t_tiny-s_1xb8-synth.py',
+            'dab': 'configs/d3etr/d3etr_tiny-dab-t_tiny-dab-s_1xb8-synth.py',
+            'deformable': 'configs/d3etr/d3etr_tiny-deformable-t_tiny-deformable-s_1xb8-synth.py',
+        },
+    ),
+    'detrdistill': (
+        'DETRDistill student',
+        True,
+        {
+            'conditional': 'configs/detrdistill/detrdistill_tiny-t_tiny-s_1xb8-synth.py',
+            'dab': 'configs/detrdistill/detrdistill_tiny-dab-t_tiny-dab-s_1xb8-synth.py',
+            'deformable': (
+                'configs/detrdistill/detrdistill_tiny-deformable-t_tiny-deformable-s_1xb8-synth.py'
+            ),
+        },
     ),
 }
 METRICS = ('bbox_mAP', 'bbox_mAP_50', 'bbox_mAP_75', 'bbox_mAP_s', 'bbox_mAP_m')
@@ -75,6 +96,13 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--data-root', default='data/synth_coco', help='generated dataset')
     parser.add_argument('--quick', action='store_true', help='smoke run: tiny data and schedule')
     parser.add_argument('--seed', type=int, default=0, help='training seed of every stage')
+    parser.add_argument(
+        '--method',
+        nargs='+',
+        choices=sorted(METHODS),
+        default=['d3etr'],
+        help='distillation method(s) to run after teacher and baseline (default: d3etr)',
+    )
     parser.add_argument('--skip-distill', action='store_true', help='teacher and baseline only')
     return parser.parse_args()
 
@@ -191,7 +219,7 @@ def results_table(records: Dict[str, Dict]) -> str:
 def main() -> None:
     args = parse_args()
     num_train, num_val, t_iters, s_iters = SCALES['quick' if args.quick else 'full']
-    teacher_cfg, student_cfg, distill_cfg = FAMILIES[args.family]
+    teacher_cfg, student_cfg = FAMILIES[args.family]
     if args.work_dir is None:
         suffix = '' if args.family == 'conditional' else f'_{args.family}'
         args.work_dir = f'work_dirs/demo{suffix}'
@@ -210,11 +238,11 @@ def main() -> None:
     records['baseline student'] = run_stage(
         Stage('baseline', student_cfg, s_iters, []), args.work_dir, args.seed, data_root
     )
-    if not args.skip_distill:
-        extra = [f'model.teacher_ckpt={teacher["checkpoint"]}']
-        records['D3ETR student'] = run_stage(
-            Stage('distilled', distill_cfg, s_iters, extra), args.work_dir, args.seed, data_root
-        )
+    for method in [] if args.skip_distill else args.method:
+        row, needs_teacher, configs = METHODS[method]
+        extra = [f'model.teacher_ckpt={teacher["checkpoint"]}'] if needs_teacher else []
+        stage = Stage(method, configs[args.family], s_iters, extra)
+        records[row] = run_stage(stage, args.work_dir, args.seed, data_root)
     table = results_table(records)
     note = (
         f'Generated data `{data_root}` ({num_train} train / {num_val} val images, 128 px), '

@@ -1,3 +1,3 @@
-"""Models: distillers, query-group detectors, layers, matchers and losses."""
+"""Models: distillers and their components, query-group detectors, layers, matchers, losses."""
 
-from . import detectors, distillers, layers, losses, task_modules  # noqa: F401
+from . import components, detectors, distillers, layers, losses, task_modules  # noqa: F401

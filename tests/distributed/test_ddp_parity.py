@@ -14,10 +14,10 @@ from mmdet_detrdistill.testing import distiller_cfg, free_port, make_batch, tiny
 WORKER = os.path.join(os.path.dirname(__file__), 'ddp_worker.py')
 
 
-def _setup(family, tmp_path, num_items):
+def _setup(family, tmp_path, num_items, method='D3ETRDistiller'):
     student = tiny_detr_cfg(family, dropout=0.0)  # no randomness between the two runs
     teacher = tiny_detr_cfg(family, num_queries=12, dropout=0.0)
-    cfg = distiller_cfg(student, teacher)
+    cfg = distiller_cfg(student, teacher, method=method)
     model = MODELS.build(cfg)
     model.init_weights()
     model.train()
@@ -57,13 +57,21 @@ def _run_ddp(tmp_path):
 
 
 @pytest.mark.parametrize(
-    'family', ['conditional', 'dab', 'deformable-refine', 'deformable-twostage']
+    'method, family',
+    [
+        ('D3ETRDistiller', 'conditional'),
+        ('D3ETRDistiller', 'dab'),
+        ('D3ETRDistiller', 'deformable-refine'),
+        ('D3ETRDistiller', 'deformable-twostage'),
+        ('DETRDistillDistiller', 'conditional'),
+        ('DETRDistillDistiller', 'deformable-twostage'),
+    ],
 )
-def test_ddp_gradients_equal_single_process(family, tmp_path):
+def test_ddp_gradients_equal_single_process(method, family, tmp_path):
     """Equal GT counts per rank: mmdet's Conditional/DAB heads normalise the class
     loss by the local GT count (sync_cls_avg_factor=False), so parity with one
     process holds for any student only when ranks hold equally many boxes."""
-    model, batch = _setup(family, tmp_path, num_items=(2, 2))
+    model, batch = _setup(family, tmp_path, num_items=(2, 2), method=method)
     losses = model(**batch, mode='loss')
     sum(v for k, v in losses.items() if 'loss' in k).backward()
     expected = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
@@ -77,9 +85,10 @@ def test_ddp_gradients_equal_single_process(family, tmp_path):
         assert worst[1] < 1e-5, worst
 
 
-def test_ddp_rank_without_ground_truth_does_not_hang(tmp_path):
+@pytest.mark.parametrize('method', ['D3ETRDistiller', 'DETRDistillDistiller'])
+def test_ddp_rank_without_ground_truth_does_not_hang(method, tmp_path):
     """Rank 1 has no box: every rank still makes the same collective calls."""
-    _setup('deformable', tmp_path, num_items=(3, 0))
+    _setup('deformable', tmp_path, num_items=(3, 0), method=method)
     grads0, grads1 = _run_ddp(tmp_path)  # would time out on a mismatch of collectives
     for name, grad in grads0.items():
         assert torch.isfinite(grad).all()

@@ -1,4 +1,4 @@
-"""The embedded default runs D3ETR end to end for every family (``--quick``).
+"""The embedded default runs every method end to end for every family (``--quick``).
 
 Conditional DETR, the default family, is run by .ci/run itself."""
 
@@ -10,6 +10,11 @@ import sys
 import pytest
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+# method -> (results row, a loss its log must name)
+METHODS = {
+    'd3etr': ('D3ETR student', 'd3etr.fixed.d1.loss_cross_attn'),
+    'detrdistill': ('DETRDistill student', 'detrdistill.query_prior.d1.loss_iou'),
+}
 
 
 @pytest.mark.parametrize('family', ['dab', 'deformable'])
@@ -24,13 +29,16 @@ def test_quick_demo_runs_each_family(family, tmp_path):
         str(tmp_path),
         '--data-root',
         str(tmp_path / 'data'),
+        '--method',
+        *METHODS,
     ]
     run = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert '| D3ETR student |' in run.stdout
     with open(tmp_path / 'results.json') as f:
         records = json.load(f)
-    assert set(records) == {'teacher', 'baseline student', 'D3ETR student'}
+    assert set(records) == {'teacher', 'baseline student'} | {row for row, _ in METHODS.values()}
     assert all('bbox_mAP' in r['metrics'] for r in records.values())
-    with open(tmp_path / 'distilled.log') as f:
-        assert 'd3etr.fixed.d1.loss_cross_attn' in f.read()
+    for method, (_, logged_loss) in METHODS.items():
+        with open(tmp_path / f'{method}.log') as f:
+            assert logged_loss in f.read(), method

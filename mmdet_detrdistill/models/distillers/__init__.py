@@ -1,7 +1,15 @@
 """Distiller detectors (registered in mmdet's ``MODELS``)."""
 
 from .base_distiller import DETRDistillerBase
+from .configurable_distiller import ConfigurableDistiller
 from .d3etr_distiller import D3ETRDistiller
 from .decoder_outputs import DecoderOutputs
+from .detrdistill_distiller import DETRDistillDistiller
 
-__all__ = ['D3ETRDistiller', 'DETRDistillerBase', 'DecoderOutputs']
+__all__ = [
+    'ConfigurableDistiller',
+    'D3ETRDistiller',
+    'DETRDistillDistiller',
+    'DETRDistillerBase',
+    'DecoderOutputs',
+]

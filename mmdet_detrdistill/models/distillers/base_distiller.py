@@ -8,12 +8,13 @@ import torch
 from mmdet.models.detectors.base import BaseDetector
 from mmdet.registry import MODELS
 from mmdet.structures import OptSampleList, SampleList
-from mmdet.utils import ConfigType, OptMultiConfig
+from mmdet.utils import ConfigType, OptConfigType, OptMultiConfig
 from torch import Tensor, nn
 
 from ...utils.checkpoint import load_weights_strictly
 from ..detectors import OWN_GROUP, QueryGroupMixin, to_group_detector_cfg
 from ..layers import AttentionRecorder, QueryGroup
+from .components_builder import build_components, merge_query_groups
 from .decoder_outputs import DecoderOutputs
 from .teacher_config import check_same_preprocessing, load_teacher_model_cfg
 
@@ -31,8 +32,11 @@ class DETRDistillerBase(BaseDetector):
       always in eval mode (Conditional/Deformable DETR use dropout), run under
       ``torch.no_grad()``, and moved by ``.to()``/``.cuda()`` with the rest.
 
-    Subclasses implement :meth:`distill_loss` and may add query groups to the
-    student's decoder with :meth:`extra_query_groups`.
+    What is distilled is a set of named, independent *components*
+    (:class:`DistillComponent`): each may add query groups to the student's
+    decoder and adds its losses. Method presets (D3ETR, DETRDistill, OD-DETR)
+    fill ``components`` from their own arguments; ``ConfigurableDistiller``
+    takes them as written, to mix methods.
 
     Args:
         student (dict): mmdet detector config of the student.
@@ -43,6 +47,8 @@ class DETRDistillerBase(BaseDetector):
         allow_untrained_teacher (bool): Allow ``teacher_ckpt=None`` and
             distil from a randomly initialised teacher (tests and demos
             only). Defaults to False.
+        components (dict[str, dict], optional): Distillation components by
+            name; a ``None`` value is switched off. Defaults to None.
         init_cfg (dict, optional): Initialisation config. Defaults to None.
     """
 
@@ -52,6 +58,7 @@ class DETRDistillerBase(BaseDetector):
         teacher: Union[str, ConfigType],
         teacher_ckpt: Optional[str] = None,
         allow_untrained_teacher: bool = False,
+        components: Optional[Dict[str, OptConfigType]] = None,
         init_cfg: OptMultiConfig = None,
     ) -> None:
         super().__init__(init_cfg=init_cfg)
@@ -61,11 +68,18 @@ class DETRDistillerBase(BaseDetector):
         self._head_takes_encoder_outputs = (
             'enc_cls_scores' in inspect.signature(self.student.bbox_head.loss_by_feat).parameters
         )
-        teacher_model = self._build_teacher(teacher, teacher_ckpt, allow_untrained_teacher)
+        teacher_model = self._init_teacher(teacher, teacher_ckpt, allow_untrained_teacher)
         check_same_preprocessing(self.student.data_preprocessor, teacher_model.data_preprocessor)
         # object.__setattr__ keeps the teacher out of the module tree
         object.__setattr__(self, 'teacher', teacher_model)
         self.teacher_ckpt = teacher_ckpt
+        self.components = build_components(components or {}, self.student, self.teacher)
+
+    def _init_teacher(
+        self, teacher: Union[str, ConfigType], ckpt: Optional[str], allow_untrained: bool
+    ) -> nn.Module:
+        """The frozen teacher (subclasses may keep another kind of teacher)."""
+        return self._build_teacher(teacher, ckpt, allow_untrained)
 
     @staticmethod
     def _build_teacher(
@@ -118,18 +132,22 @@ class DETRDistillerBase(BaseDetector):
 
     # -- training --
     def loss(self, batch_inputs: Tensor, batch_data_samples: SampleList) -> Dict[str, Tensor]:
-        """Student ground-truth losses plus distillation losses."""
+        """Student ground-truth losses plus every component's distillation losses."""
         record = self.records_attention()
         with torch.no_grad():
             teacher_out = self.decoder_outputs(
                 self.teacher, batch_inputs, batch_data_samples, (), record
             )
-        groups = self.extra_query_groups(teacher_out, batch_inputs.shape[0])
+        groups = self.extra_query_groups(teacher_out, batch_data_samples)
         student_out = self.decoder_outputs(
             self.student, batch_inputs, batch_data_samples, groups, record
         )
         losses = self.student_gt_loss(student_out, batch_data_samples)
-        losses.update(self.distill_loss(student_out, teacher_out, batch_data_samples))
+        for component in self.components.values():
+            for key, value in component.loss(student_out, teacher_out, batch_data_samples).items():
+                if key in losses:
+                    raise KeyError(f'two components write the loss {key!r}: give them prefixes')
+                losses[key] = value
         return losses
 
     @staticmethod
@@ -151,7 +169,7 @@ class DETRDistillerBase(BaseDetector):
             head_inputs['hidden_states'], head_inputs['references']
         )
         attn = recorder.maps if record_attention else {}
-        return DecoderOutputs(cls_scores, bbox_preds, slices, own, attn, head_inputs)
+        return DecoderOutputs(cls_scores, bbox_preds, slices, own, attn, head_inputs, feats)
 
     def student_gt_loss(
         self, outputs: DecoderOutputs, batch_data_samples: SampleList
@@ -177,20 +195,15 @@ class DETRDistillerBase(BaseDetector):
             **extra,
         )
 
-    # -- what subclasses define --
+    # -- what the components define --
     def records_attention(self) -> bool:
         """Whether attention maps are needed (recording costs memory)."""
-        return False
+        return any(c.records_attention() for c in self.components.values())
 
-    def extra_query_groups(self, teacher_out: DecoderOutputs, batch_size: int) -> List[QueryGroup]:
-        """Query groups to run in the student's decoder next to its own."""
-        return []
-
-    def distill_loss(
-        self,
-        student_out: DecoderOutputs,
-        teacher_out: DecoderOutputs,
-        batch_data_samples: SampleList,
-    ) -> Dict[str, Tensor]:
-        """Distillation losses; keys name method, matching kind and layer."""
-        raise NotImplementedError
+    def extra_query_groups(
+        self, teacher_out: DecoderOutputs, batch_data_samples: SampleList
+    ) -> List[QueryGroup]:
+        """Query groups the components run in the student's decoder next to its own."""
+        return merge_query_groups(
+            c.query_groups(teacher_out, batch_data_samples) for c in self.components.values()
+        )

@@ -22,6 +22,7 @@ class DecoderOutputs:
         own_queries (QueryGroup): The model's own queries as they entered
             its decoder (a teacher's are a student's fixed-matching group).
         head_inputs (dict): The head inputs the decoder produced.
+        feats (tuple[Tensor]): The neck features, (bs, C, H_i, W_i) per level.
     """
 
     cls_scores: Tensor
@@ -30,11 +31,17 @@ class DecoderOutputs:
     own_queries: QueryGroup
     attn: Dict[str, List[Tensor]] = field(default_factory=dict)
     head_inputs: Dict = field(default_factory=dict)
+    feats: Tuple[Tensor, ...] = ()
 
     @property
     def num_layers(self) -> int:
         """Number of decoder layers with predictions."""
         return self.cls_scores.shape[0]
+
+    @property
+    def hidden_states(self) -> Tensor:
+        """Decoder output embeddings, (num_layers, bs, N, dim)."""
+        return self.head_inputs['hidden_states']
 
     def group(self, name: str) -> Tuple[Tensor, Tensor]:
         """Logits and boxes of one group: (L, bs, n, C) and (L, bs, n, 4)."""

@@ -1,6 +1,7 @@
-"""Matchers and match costs (registered in mmdet's ``TASK_UTILS``)."""
+"""Matchers, match costs and assigners (registered in mmdet's ``TASK_UTILS``)."""
 
 from .mix_matcher import MixMatcher
 from .soft_label_bce_cost import SoftLabelBCECost
+from .teacher_assisted_assigner import TEACHER_PREDS_KEY, TeacherAssistedAssigner
 
-__all__ = ['MixMatcher', 'SoftLabelBCECost']
+__all__ = ['MixMatcher', 'SoftLabelBCECost', 'TEACHER_PREDS_KEY', 'TeacherAssistedAssigner']

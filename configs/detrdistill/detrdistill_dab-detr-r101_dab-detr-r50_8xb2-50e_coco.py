@@ -1,0 +1,15 @@
+# DETRDistill: DAB-DETR R101 -> R50, 50 epochs.
+# Components and weights are DETRDistillDistiller's defaults; the Deformable R50 config
+# (detrdistill_deformable-detr-r101_deformable-detr-r50_16xb2-50e_coco.py) spells them out.
+# Train: tools/dist_train.sh configs/detrdistill/<this file> 8 \
+#            --cfg-options model.teacher_ckpt=PATH/TO/TEACHER.pth
+_base_ = 'mmdet::dab_detr/dab-detr_r50_8xb2-50e_coco.py'
+custom_imports = dict(imports=['mmdet_detrdistill'], allow_failed_imports=False)
+
+model = dict(
+    _delete_=True,
+    type='DETRDistillDistiller',
+    student={{_base_.model}},
+    teacher='{{fileDirname}}/../teachers/dab-detr_r101_8xb2-50e_coco.py',
+    teacher_ckpt='work_dirs/dab-detr_r101_8xb2-50e_coco/epoch_50.pth',
+)

@@ -1,0 +1,14 @@
+# DETRDistill on the embedded default (Conditional DETR): tiny teacher -> tiny student.
+#   python tools/run_demo.py --family conditional --method detrdistill
+_base_ = '../embedded/conditional-detr_tiny-student_1xb8-synth.py'
+custom_imports = dict(imports=['mmdet_detrdistill'], allow_failed_imports=False)
+
+model = dict(
+    _delete_=True,
+    type='DETRDistillDistiller',
+    student={{_base_.model}},
+    teacher='{{fileDirname}}/../embedded/conditional-detr_tiny-teacher_1xb8-synth.py',
+    teacher_ckpt=None,
+    # tiny models have few queries: the top-k of the feature masks shrinks with them
+    feature_kd=dict(topk=30),
+)

@@ -1,0 +1,99 @@
+"""Distil through the teacher's own queries run in the student's decoder (index pairs)."""
+
+import dataclasses
+from typing import Dict, List, Optional
+
+from mmdet.registry import MODELS, TASK_UTILS
+from mmdet.structures import SampleList
+from mmdet.utils import ConfigType
+from torch import Tensor, nn
+
+from ..detectors import OWN_GROUP
+from ..distillers.decoder_outputs import DecoderOutputs
+from ..layers import QueryGroup
+from .base_component import DistillComponent
+from .pair_losses import ALL_PAIR_LOSSES, build_pair_losses, pair_losses, uses_attention
+
+TEACHER_QUERY_GROUP = 'teacher_queries'
+
+
+def check_same_query_format(student: nn.Module, teacher: nn.Module, what: str) -> None:
+    """Raise unless the teacher's query groups fit the student's decoder."""
+    teacher_fmt, student_fmt = teacher.query_format(), student.query_format()
+    if teacher_fmt != student_fmt:
+        raise ValueError(
+            f"{what} feeds the teacher's queries to the student decoder, which needs the same "
+            f'query format: teacher {type(teacher).__name__} {teacher_fmt}, student '
+            f'{type(student).__name__} {student_fmt} (family, embed_dims, ...). '
+            'Switch it off (D3ETR: model.matcher.fixed=False) to distil without it.'
+        )
+
+
+def teacher_query_group(teacher_out: DecoderOutputs) -> QueryGroup:
+    """The teacher's queries as they entered its decoder, as a student group."""
+    return dataclasses.replace(teacher_out.own_queries, name=TEACHER_QUERY_GROUP)
+
+
+@MODELS.register_module()
+class FixedMatchKD(DistillComponent):
+    """D3ETR's fixed matching (and OD-DETR's initial-query constraint).
+
+    The teacher's queries (as they entered its decoder) run through the
+    student's decoder as the isolated group ``'teacher_queries'``; in every
+    student layer l, query i of the group is paired with teacher query i of
+    layer t(l), and the pairs are distilled (see :func:`pair_losses`).
+
+    Args:
+        prefix (str): Loss-key prefix. Defaults to ``'d3etr.fixed'``.
+        matcher (dict): Matcher config, for ``layer_pairs``/``fixed_match``.
+            Defaults to ``MixMatcher``.
+        losses (dict, optional): Pair losses merged over ``default_losses``;
+            ``None`` switches one off. Defaults to None.
+    """
+
+    default_losses = ALL_PAIR_LOSSES
+
+    def __init__(
+        self,
+        prefix: str = 'd3etr.fixed',
+        matcher: ConfigType = dict(type='MixMatcher', adaptive=False, fixed=True),
+        losses: Optional[dict] = None,
+    ) -> None:
+        super().__init__(prefix)
+        self.matcher = TASK_UTILS.build(matcher)
+        self.losses = build_pair_losses(losses, self.default_losses, f'{prefix}: losses')
+
+    def bind(self, student: nn.Module, teacher: nn.Module) -> None:
+        check_same_query_format(student, teacher, f'{self.prefix} (fixed matching)')
+        super().bind(student, teacher)
+
+    def records_attention(self) -> bool:
+        return uses_attention(self.losses)
+
+    def query_groups(
+        self, teacher_out: DecoderOutputs, batch_data_samples: SampleList
+    ) -> List[QueryGroup]:
+        return [teacher_query_group(teacher_out)]
+
+    def loss(
+        self,
+        student_out: DecoderOutputs,
+        teacher_out: DecoderOutputs,
+        batch_data_samples: SampleList,
+    ) -> Dict[str, Tensor]:
+        """Pair losses of every student layer, keys ``{prefix}.d{l}.{loss}``."""
+        img_metas = [s.metainfo for s in batch_data_samples]
+        t_cls = teacher_out.group(OWN_GROUP)[0]
+        bs, num_t = t_cls.shape[1:3]
+        pairs = self.matcher.fixed_match(bs, num_t, t_cls.device)
+        out = {}
+        for s_l, t_l in self.matcher.layer_pairs(student_out.num_layers, teacher_out.num_layers):
+            layer = pair_losses(
+                self.losses,
+                pairs,
+                (student_out, TEACHER_QUERY_GROUP, s_l),
+                (teacher_out, t_l),
+                img_metas,
+            )
+            out.update({f'{self.prefix}.d{s_l}.{k}': v for k, v in layer.items()})
+        return out

@@ -1,0 +1,109 @@
+"""Losses between paired student and teacher queries of one decoder layer."""
+
+from typing import Dict, List, Optional, Tuple
+
+import torch
+from mmdet.registry import MODELS
+from mmdet.structures.bbox import bbox_cxcywh_to_xyxy
+from torch import Tensor, nn
+
+from ..detectors import OWN_GROUP
+from ..distillers.decoder_outputs import DecoderOutputs
+from ..distillers.pairs import gather_queries, gather_square
+
+PREDICTION_LOSSES = dict(
+    loss_cls=dict(type='SoftBCEDistillLoss', loss_weight=1.0),
+    loss_bbox=dict(type='L1Loss', loss_weight=5.0),
+    loss_iou=dict(type='GIoULoss', loss_weight=2.0),
+)
+ATTENTION_LOSSES = dict(
+    loss_self_attn=dict(type='AttentionMapDistillLoss', loss_weight=1e4),
+    loss_cross_attn=dict(type='AttentionMapDistillLoss', loss_weight=1e3),
+)
+ALL_PAIR_LOSSES = {**PREDICTION_LOSSES, **ATTENTION_LOSSES}
+
+
+def build_pair_losses(cfg: Optional[dict], defaults: dict, key: str) -> nn.ModuleDict:
+    """Loss modules: ``cfg`` merged over ``defaults``; a ``None`` entry is off.
+
+    Raises:
+        KeyError: ``cfg`` names a loss that does not exist (``key`` is the
+            config key, for the message).
+    """
+    cfg = dict(cfg or {})
+    unknown = sorted(set(cfg) - set(ALL_PAIR_LOSSES))
+    if unknown:
+        raise KeyError(
+            f'{key}: unknown loss keys {unknown}; allowed keys are '
+            f'{sorted(ALL_PAIR_LOSSES)} (set one to None to switch it off)'
+        )
+    merged = {**defaults, **cfg}
+    return nn.ModuleDict({k: MODELS.build(v) for k, v in merged.items() if v is not None})
+
+
+def uses_attention(loss_fns: nn.ModuleDict) -> bool:
+    """Whether any attention-map loss is on."""
+    return bool(set(loss_fns) & set(ATTENTION_LOSSES))
+
+
+def pixel_scale(boxes: Tensor, img_metas: List[dict]) -> Tensor:
+    """(w, h, w, h) of each image, (bs, 1, 4), to turn normalised boxes into pixels."""
+    return torch.stack(
+        [boxes.new_tensor([w, h, w, h]).float() for h, w in (m['img_shape'] for m in img_metas)]
+    )[:, None]
+
+
+def pair_losses(
+    loss_fns: nn.ModuleDict,
+    pairs: Tuple[Tensor, Tensor],
+    student: Tuple[DecoderOutputs, str, int],
+    teacher: Tuple[DecoderOutputs, int],
+    img_metas: List[dict],
+) -> Dict[str, Tensor]:
+    """Every loss in ``loss_fns`` over the matched pairs of one layer.
+
+    Args:
+        loss_fns (nn.ModuleDict): Losses by name (see ``ALL_PAIR_LOSSES``).
+        pairs (tuple[Tensor, Tensor]): Student and teacher query indices,
+            (bs, K) each; pair k of image b is (s_idx[b, k], t_idx[b, k]).
+        student (tuple): Student outputs, the group the student indices
+            refer to, and the student layer.
+        teacher (tuple): Teacher outputs and layer (always its own group).
+        img_metas (list[dict]): Image metas with ``img_shape``.
+
+    Returns:
+        dict[str, Tensor]: Classes (soft-label BCE on logits vs. teacher
+        probabilities), boxes (L1 on normalised cxcywh, GIoU on pixel xyxy,
+        both averaged over pairs), self-attention among the matched queries
+        and their cross-attention, both reordered by the match.
+    """
+    (s_out, group, s_l), (t_out, t_l) = student, teacher
+    s_idx, t_idx = pairs
+    s_cls, s_box = (gather_queries(x[s_l], s_idx) for x in s_out.group(group))  # (bs, K, .)
+    t_cls, t_box = (gather_queries(x[t_l], t_idx) for x in t_out.group(OWN_GROUP))
+    num_pairs = max(s_idx.numel(), 1)
+    out = {}
+    if 'loss_cls' in loss_fns:
+        out['loss_cls'] = loss_fns['loss_cls'](s_cls.flatten(0, 1), t_cls.flatten(0, 1))
+    if 'loss_bbox' in loss_fns:
+        out['loss_bbox'] = loss_fns['loss_bbox'](
+            s_box.flatten(0, 1).float(), t_box.flatten(0, 1).float(), avg_factor=num_pairs
+        )
+    if 'loss_iou' in loss_fns:
+        scale = pixel_scale(s_box, img_metas)
+        out['loss_iou'] = loss_fns['loss_iou'](
+            (bbox_cxcywh_to_xyxy(s_box.float()) * scale).flatten(0, 1),
+            (bbox_cxcywh_to_xyxy(t_box.float()) * scale).flatten(0, 1),
+            avg_factor=num_pairs,
+        )
+    if 'loss_self_attn' in loss_fns:
+        out['loss_self_attn'] = loss_fns['loss_self_attn'](
+            gather_square(s_out.self_attn(group, s_l), s_idx),
+            gather_square(t_out.self_attn(OWN_GROUP, t_l), t_idx),
+        )
+    if 'loss_cross_attn' in loss_fns:
+        out['loss_cross_attn'] = loss_fns['loss_cross_attn'](
+            gather_queries(s_out.cross_attn(group, s_l), s_idx),
+            gather_queries(t_out.cross_attn(OWN_GROUP, t_l), t_idx),
+        )
+    return out

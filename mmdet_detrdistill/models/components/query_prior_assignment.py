@@ -1,0 +1,86 @@
+"""DETRDistill's query-prior assignment: teacher queries in the student, teacher's assignment."""
+
+from typing import Dict, List, Optional, Union
+
+from mmdet.registry import MODELS, TASK_UTILS
+from mmdet.structures import SampleList
+from mmdet.utils import ConfigType
+from torch import Tensor, nn
+
+from ..detectors import OWN_GROUP
+from ..distillers.decoder_outputs import DecoderOutputs
+from ..layers import QueryGroup
+from ..task_modules import TEACHER_PREDS_KEY, MixMatcher, TeacherAssistedAssigner
+from .base_component import DistillComponent
+from .fixed_match_kd import TEACHER_QUERY_GROUP, check_same_query_format, teacher_query_group
+from .head_losses import assigner_swapped, pred_instances
+
+
+@MODELS.register_module()
+class QueryPriorAssignment(DistillComponent):
+    """DETRDistill, Sec. 3.4: the teacher's queries as a prior for the student.
+
+    The teacher's queries (as they entered its decoder) run through the
+    student's decoder as the isolated group ``'teacher_queries'`` (shared
+    with D3ETR's fixed matching when both are on). In every student layer l,
+    the group is supervised with the ground truth by the student head's own
+    losses, but under the *teacher's* Hungarian assignment of its layer t(l)
+    (:class:`TeacherAssistedAssigner`, no new matching): query i learns the
+    object teacher query i found. Training only.
+
+    Args:
+        prefix (str): Loss-key prefix. Defaults to ``'detrdistill.query_prior'``.
+        assigner (dict, optional): ``TeacherAssistedAssigner`` config. Defaults
+            to None: the teacher head's own assigner, wrapped.
+        loss_weight (float): Multiplies the head's losses (Deformable DETR's
+            head: focal 2, L1 5, GIoU 2, the paper's weights). Defaults to 1.0.
+    """
+
+    def __init__(
+        self,
+        prefix: str = 'detrdistill.query_prior',
+        assigner: Optional[ConfigType] = None,
+        loss_weight: float = 1.0,
+    ) -> None:
+        super().__init__(prefix)
+        self.assigner_cfg = assigner
+        self.loss_weight = loss_weight
+
+    def bind(self, student: nn.Module, teacher: nn.Module) -> None:
+        check_same_query_format(student, teacher, f'{self.prefix} (query-prior assignment)')
+        super().bind(student, teacher)
+        self.assigner: Union[TeacherAssistedAssigner, object] = (
+            TeacherAssistedAssigner(teacher.bbox_head.assigner)
+            if self.assigner_cfg is None
+            else TASK_UTILS.build(self.assigner_cfg)
+        )
+
+    def query_groups(
+        self, teacher_out: DecoderOutputs, batch_data_samples: SampleList
+    ) -> List[QueryGroup]:
+        return [teacher_query_group(teacher_out)]
+
+    def loss(
+        self,
+        student_out: DecoderOutputs,
+        teacher_out: DecoderOutputs,
+        batch_data_samples: SampleList,
+    ) -> Dict[str, Tensor]:
+        """Head losses of the group per layer, keys ``{prefix}.d{l}.{loss}``."""
+        gt_instances = [s.gt_instances for s in batch_data_samples]
+        img_metas = [s.metainfo for s in batch_data_samples]
+        s_cls, s_box = student_out.group(TEACHER_QUERY_GROUP)
+        t_cls, t_box = teacher_out.group(OWN_GROUP)
+        head = self.student.bbox_head
+        out = {}
+        for s_l, t_l in MixMatcher.layer_pairs(student_out.num_layers, teacher_out.num_layers):
+            teacher_preds = pred_instances(t_cls[t_l].detach(), t_box[t_l].detach(), img_metas)
+            metas = [{**m, TEACHER_PREDS_KEY: p} for m, p in zip(img_metas, teacher_preds)]
+            with assigner_swapped(head, self.assigner):
+                losses = head.loss_by_feat_single(s_cls[s_l], s_box[s_l], gt_instances, metas)
+            for name, value in zip(('loss_cls', 'loss_bbox', 'loss_iou'), losses):
+                out[f'{self.prefix}.d{s_l}.{name}'] = self.loss_weight * value
+        return out
+
+    def extra_repr(self) -> str:
+        return f'{super().extra_repr()}, loss_weight={self.loss_weight}'
