@@ -1,7 +1,7 @@
 """The embedded default: does distillation pay on a small problem you can run on a CPU?
 
     python tools/run_demo.py [--family {conditional,dab,deformable}]
-                             [--method {d3etr,detrdistill} ...] [--work-dir DIR]
+                             [--method {d3etr,detrdistill,oddetr} ...] [--work-dir DIR]
                              [--quick] [--seed 0] [--skip-distill]
 
 1. generates a deterministic COCO-format dataset of procedural shapes (data/synth_coco);
@@ -62,6 +62,15 @@ METHODS = {
             'deformable': (
                 'configs/detrdistill/detrdistill_tiny-deformable-t_tiny-deformable-s_1xb8-synth.py'
             ),
+        },
+    ),
+    'oddetr': (
+        'OD-DETR student',
+        False,  # its teacher is its own EMA
+        {
+            'conditional': 'configs/oddetr/oddetr_tiny-s_1xb8-synth.py',
+            'dab': 'configs/oddetr/oddetr_tiny-dab-s_1xb8-synth.py',
+            'deformable': 'configs/oddetr/oddetr_tiny-deformable-s_1xb8-synth.py',
         },
     ),
 }

@@ -24,11 +24,11 @@ def strip_pretrained(cfg: Any) -> Any:
 def smoke_model_cfg(config_path: str) -> ConfigDict:
     """The ``model`` of a config file, made buildable offline.
 
-    Pretrained initialisations are dropped; a distiller's teacher config is
-    inlined, its checkpoint removed and an untrained teacher allowed.
+    Pretrained initialisations are dropped; a distiller's external teacher
+    config is inlined, its checkpoint removed and an untrained teacher allowed.
     """
     model = Config.fromfile(config_path).model
-    if 'student' in model:
+    if 'teacher' in model:  # OD-DETR's teacher is the student's EMA
         model.teacher = load_teacher_model_cfg(model.teacher)
         model.teacher_ckpt = None
         model.allow_untrained_teacher = True

@@ -95,12 +95,19 @@ def tiny_conditional_detr_cfg(**kwargs) -> ConfigDict:
 
 def distiller_cfg(
     student: Dict,
-    teacher: Dict,
+    teacher: Optional[Dict],
     method: str = 'D3ETRDistiller',
     **kwargs,
 ) -> ConfigDict:
-    """A distiller config around two model configs, untrained teacher allowed."""
-    cfg = dict(type=method, student=student, teacher=teacher, allow_untrained_teacher=True)
+    """A distiller config around two model configs, untrained teacher allowed.
+
+    ``ODDETRDistiller`` takes no teacher (it is the student's EMA): ``teacher``
+    is not used then.
+    """
+    if method == 'ODDETRDistiller':
+        cfg = dict(type=method, student=student)
+    else:
+        cfg = dict(type=method, student=student, teacher=teacher, allow_untrained_teacher=True)
     cfg.update(kwargs)
     return ConfigDict(cfg)
 

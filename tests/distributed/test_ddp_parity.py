@@ -24,12 +24,15 @@ def _setup(family, tmp_path, num_items, method='D3ETRDistiller'):
     # move the student off its init: zero-initialised box branches would put the fixed
     # group's boxes exactly on the teacher's, at the kink of the L1 loss, where the
     # subgradient jumps with rounding noise
+    if method == 'ODDETRDistiller':
+        model.update_teacher()  # the EMA starts as a copy: perturb the student after it
     with torch.no_grad():
         for p in model.student.parameters():
             p.add_(torch.randn_like(p) * 0.01)
-    # every rank loads the same teacher checkpoint (the teacher is not in state_dict())
-    torch.save({'state_dict': model.teacher.state_dict()}, tmp_path / 'teacher.pth')
-    cfg.update(teacher_ckpt=str(tmp_path / 'teacher.pth'), allow_untrained_teacher=False)
+    if method != 'ODDETRDistiller':  # OD-DETR's EMA teacher is in state_dict()
+        # every rank loads the same teacher checkpoint (the teacher is not in state_dict())
+        torch.save({'state_dict': model.teacher.state_dict()}, tmp_path / 'teacher.pth')
+        cfg.update(teacher_ckpt=str(tmp_path / 'teacher.pth'), allow_untrained_teacher=False)
     # equal image sizes: padding is the same on one process and on two
     batch = make_batch(model, image_shapes=((3, 64, 64), (3, 64, 64)), num_items=num_items)
     with open(tmp_path / 'setup.pkl', 'wb') as f:
@@ -65,6 +68,8 @@ def _run_ddp(tmp_path):
         ('D3ETRDistiller', 'deformable-twostage'),
         ('DETRDistillDistiller', 'conditional'),
         ('DETRDistillDistiller', 'deformable-twostage'),
+        ('ODDETRDistiller', 'dab'),
+        ('ODDETRDistiller', 'deformable-refine'),
     ],
 )
 def test_ddp_gradients_equal_single_process(method, family, tmp_path):
@@ -85,7 +90,7 @@ def test_ddp_gradients_equal_single_process(method, family, tmp_path):
         assert worst[1] < 1e-5, worst
 
 
-@pytest.mark.parametrize('method', ['D3ETRDistiller', 'DETRDistillDistiller'])
+@pytest.mark.parametrize('method', ['D3ETRDistiller', 'DETRDistillDistiller', 'ODDETRDistiller'])
 def test_ddp_rank_without_ground_truth_does_not_hang(method, tmp_path):
     """Rank 1 has no box: every rank still makes the same collective calls."""
     _setup('deformable', tmp_path, num_items=(3, 0), method=method)

@@ -37,13 +37,27 @@ PLAIN_MMDET = textwrap.dedent(
 )
 
 
-@pytest.mark.parametrize('family', ['conditional', 'deformable-twostage'])
-def test_exported_student_predicts_what_the_distiller_predicted(family, tmp_path):
-    cfg = distiller_cfg(tiny_detr_cfg(family), tiny_detr_cfg(family))
+@pytest.mark.parametrize(
+    'method, family',
+    [
+        ('D3ETRDistiller', 'conditional'),
+        ('D3ETRDistiller', 'deformable-twostage'),
+        ('DETRDistillDistiller', 'deformable'),
+        ('ODDETRDistiller', 'dab'),  # the EMA teacher is in the checkpoint, not in the export
+    ],
+)
+def test_exported_student_predicts_what_the_distiller_predicted(method, family, tmp_path):
+    cfg = distiller_cfg(tiny_detr_cfg(family), tiny_detr_cfg(family), method=method)
     cfg_text = Config(dict(model=cfg)).pretty_text
     model = MODELS.build(cfg)
     assert Config(dict(model=cfg)).pretty_text == cfg_text  # building left the config alone
     model.init_weights()
+    if method == 'ODDETRDistiller':  # an EMA teacher that differs from the student
+        model.train()
+        model(**make_batch(model), mode='loss')
+        with torch.no_grad():
+            for p in model.student.parameters():
+                p.add_(torch.randn_like(p) * 0.01)
     model.eval()
     # 160 px: enough encoder tokens for two-stage top-k proposals
     shapes = ((3, 160, 160), (3, 160, 128)) if family.endswith('twostage') else None

@@ -10,8 +10,13 @@ from mmdet_detrdistill.datasets import make_synthetic_coco
 from mmdet_detrdistill.testing import run_tool, synth_train_options
 
 CONFIGS = {
-    'conditional': 'configs/d3etr/d3etr_tiny-t_tiny-s_1xb8-synth.py',
-    'deformable': 'configs/d3etr/d3etr_tiny-deformable-t_tiny-deformable-s_1xb8-synth.py',
+    'd3etr-conditional': 'configs/d3etr/d3etr_tiny-t_tiny-s_1xb8-synth.py',
+    'd3etr-deformable': 'configs/d3etr/d3etr_tiny-deformable-t_tiny-deformable-s_1xb8-synth.py',
+    'detrdistill-deformable': (
+        'configs/detrdistill/detrdistill_tiny-deformable-t_tiny-deformable-s_1xb8-synth.py'
+    ),
+    # the EMA teacher must come back from the checkpoint, step count included
+    'oddetr-conditional': 'configs/oddetr/oddetr_tiny-s_1xb8-synth.py',
 }
 
 
@@ -40,9 +45,9 @@ def _losses(work_dir):
     return losses
 
 
-@pytest.mark.parametrize('family', sorted(CONFIGS))
-def test_resumed_losses_equal_uninterrupted(family, data_root, tmp_path):
-    config = CONFIGS[family]
+@pytest.mark.parametrize('name', sorted(CONFIGS))
+def test_resumed_losses_equal_uninterrupted(name, data_root, tmp_path):
+    config = CONFIGS[name]
     _train(config, tmp_path / 'straight', data_root, 4)
     _train(config, tmp_path / 'resumed', data_root, 2)
     _train(config, tmp_path / 'resumed', data_root, 4, '--resume')

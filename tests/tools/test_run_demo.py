@@ -14,6 +14,7 @@ ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 METHODS = {
     'd3etr': ('D3ETR student', 'd3etr.fixed.d1.loss_cross_attn'),
     'detrdistill': ('DETRDistill student', 'detrdistill.query_prior.d1.loss_iou'),
+    'oddetr': ('OD-DETR student', 'match_instability'),
 }
 
 

@@ -1,18 +1,22 @@
 """Distillation components (registered in mmdet's ``MODELS``), one config entry each."""
 
 from .adaptive_match_kd import AdaptiveMatchKD
+from .auxiliary_query_groups import AuxiliaryQueryGroups
 from .base_component import DistillComponent
 from .fixed_match_kd import TEACHER_QUERY_GROUP, FixedMatchKD
 from .hungarian_logits_kd import HungarianLogitsKD
 from .query_prior_assignment import QueryPriorAssignment
 from .target_aware_feature_kd import TargetAwareFeatureKD
+from .teacher_guided_assignment import TeacherGuidedAssignment
 
 __all__ = [
     'AdaptiveMatchKD',
+    'AuxiliaryQueryGroups',
     'DistillComponent',
     'FixedMatchKD',
     'HungarianLogitsKD',
     'QueryPriorAssignment',
     'TEACHER_QUERY_GROUP',
     'TargetAwareFeatureKD',
+    'TeacherGuidedAssignment',
 ]

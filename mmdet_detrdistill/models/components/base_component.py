@@ -1,7 +1,8 @@
 """What a distillation component is: one piece of knowledge transfer, one config entry."""
 
-from typing import Dict, List
+from typing import Dict, List, Optional, Tuple
 
+from mmdet.models.task_modules import BaseAssigner
 from mmdet.structures import SampleList
 from torch import Tensor, nn
 
@@ -28,6 +29,9 @@ class DistillComponent(nn.Module):
             ``{prefix}.d{layer}.{loss name}``.
     """
 
+    #: whether :meth:`gt_assigner` changes the student's GT assignment
+    overrides_gt_assignment = False
+
     def __init__(self, prefix: str) -> None:
         super().__init__()
         self.prefix = prefix
@@ -47,6 +51,13 @@ class DistillComponent(nn.Module):
     ) -> List[QueryGroup]:
         """Extra query groups to run in the student's decoder."""
         return []
+
+    def gt_assigner(
+        self, teacher_out: Optional[DecoderOutputs], img_metas: List[dict]
+    ) -> Optional[Tuple[BaseAssigner, List[dict]]]:
+        """Another assigner (and the metas it reads) for the student's own
+        ground-truth losses, or None to keep the head's."""
+        return None
 
     def loss(
         self,

@@ -2,7 +2,6 @@
 
 from typing import Dict, List, Optional, Tuple
 
-import torch
 from mmdet.registry import MODELS
 from mmdet.structures.bbox import bbox_cxcywh_to_xyxy
 from torch import Tensor, nn
@@ -10,6 +9,7 @@ from torch import Tensor, nn
 from ..detectors import OWN_GROUP
 from ..distillers.decoder_outputs import DecoderOutputs
 from ..distillers.pairs import gather_queries, gather_square
+from ..layers.head_assignment import pixel_scale
 
 PREDICTION_LOSSES = dict(
     loss_cls=dict(type='SoftBCEDistillLoss', loss_weight=1.0),
@@ -44,13 +44,6 @@ def build_pair_losses(cfg: Optional[dict], defaults: dict, key: str) -> nn.Modul
 def uses_attention(loss_fns: nn.ModuleDict) -> bool:
     """Whether any attention-map loss is on."""
     return bool(set(loss_fns) & set(ATTENTION_LOSSES))
-
-
-def pixel_scale(boxes: Tensor, img_metas: List[dict]) -> Tensor:
-    """(w, h, w, h) of each image, (bs, 1, 4), to turn normalised boxes into pixels."""
-    return torch.stack(
-        [boxes.new_tensor([w, h, w, h]).float() for h, w in (m['img_shape'] for m in img_metas)]
-    )[:, None]
 
 
 def pair_losses(

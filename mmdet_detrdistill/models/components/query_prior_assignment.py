@@ -10,10 +10,11 @@ from torch import Tensor, nn
 from ..detectors import OWN_GROUP
 from ..distillers.decoder_outputs import DecoderOutputs
 from ..layers import QueryGroup
+from ..layers.fp32 import autocast_off
+from ..layers.head_assignment import assigner_swapped, pred_instances
 from ..task_modules import TEACHER_PREDS_KEY, MixMatcher, TeacherAssistedAssigner
 from .base_component import DistillComponent
 from .fixed_match_kd import TEACHER_QUERY_GROUP, check_same_query_format, teacher_query_group
-from .head_losses import assigner_swapped, pred_instances
 
 
 @MODELS.register_module()
@@ -74,10 +75,14 @@ class QueryPriorAssignment(DistillComponent):
         head = self.student.bbox_head
         out = {}
         for s_l, t_l in MixMatcher.layer_pairs(student_out.num_layers, teacher_out.num_layers):
-            teacher_preds = pred_instances(t_cls[t_l].detach(), t_box[t_l].detach(), img_metas)
+            teacher_preds = pred_instances(
+                t_cls[t_l].detach().float(), t_box[t_l].detach().float(), img_metas
+            )
             metas = [{**m, TEACHER_PREDS_KEY: p} for m, p in zip(img_metas, teacher_preds)]
-            with assigner_swapped(head, self.assigner):
-                losses = head.loss_by_feat_single(s_cls[s_l], s_box[s_l], gt_instances, metas)
+            with assigner_swapped(head, self.assigner), autocast_off(s_cls):
+                losses = head.loss_by_feat_single(
+                    s_cls[s_l].float(), s_box[s_l].float(), gt_instances, metas
+                )
             for name, value in zip(('loss_cls', 'loss_bbox', 'loss_iou'), losses):
                 out[f'{self.prefix}.d{s_l}.{name}'] = self.loss_weight * value
         return out

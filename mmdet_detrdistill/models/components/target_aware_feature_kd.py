@@ -11,8 +11,8 @@ from torch import Tensor, nn
 
 from ..detectors import OWN_GROUP
 from ..distillers.decoder_outputs import DecoderOutputs
+from ..layers.head_assignment import pixel_scale
 from .base_component import DistillComponent
-from .pair_losses import pixel_scale
 
 
 @MODELS.register_module()

@@ -7,7 +7,12 @@ from mmdet.models.layers import DetrTransformerEncoder, SinePositionalEncoding
 from mmdet.registry import MODELS
 from torch import Tensor, nn
 
-from ..layers import GroupConditionalDetrTransformerDecoder, QueryGroup, concat_groups
+from ..layers import (
+    GroupConditionalDetrTransformerDecoder,
+    QueryGroup,
+    concat_groups,
+    take_queries,
+)
 from .query_group_mixin import OWN_GROUP, QueryGroupMixin
 
 
@@ -71,6 +76,13 @@ class GroupConditionalDETR(QueryGroupMixin, ConditionalDETR):
         merged['query'] = concat_groups(groups, 'query')
         merged['query_pos'] = concat_groups(groups, 'query_pos')
         return merged
+
+    def stage_query_group(
+        self, name: str, own: QueryGroup, hidden: Tensor, boxes: Tensor, idx: Tensor
+    ) -> QueryGroup:
+        """Stage embedding as content, the query's learned positional query
+        (Conditional DETR derives its reference point from it)."""
+        return QueryGroup(name, take_queries(hidden, idx), take_queries(own.query_pos, idx))
 
     def decoder_attention_modules(self) -> Dict[str, List[nn.Module]]:
         """The ``ConditionalAttention`` modules of each decoder layer."""

@@ -3,10 +3,11 @@
 from typing import Dict, List, Optional, Tuple
 
 from mmdet.models.detectors import DABDETR
+from mmdet.models.layers.transformer import inverse_sigmoid
 from mmdet.registry import MODELS
 from torch import Tensor, nn
 
-from ..layers import QueryGroup, concat_groups
+from ..layers import QueryGroup, concat_groups, take_queries
 from .query_group_mixin import OWN_GROUP, QueryGroupMixin
 
 
@@ -63,6 +64,14 @@ class GroupDABDETR(QueryGroupMixin, DABDETR):
         merged['query'] = concat_groups(groups, 'query')
         merged['query_pos'] = concat_groups(groups, 'reference')
         return merged
+
+    def stage_query_group(
+        self, name: str, own: QueryGroup, hidden: Tensor, boxes: Tensor, idx: Tensor
+    ) -> QueryGroup:
+        """Stage embedding as content, the stage's predicted box as the anchor
+        (inverse sigmoid, as DAB-DETR's next layer would take it)."""
+        anchors = inverse_sigmoid(take_queries(boxes, idx)[..., : self.query_dim])
+        return QueryGroup(name, take_queries(hidden, idx), reference=anchors)
 
     def decoder_attention_modules(self) -> Dict[str, List[nn.Module]]:
         """The ``ConditionalAttention`` modules of each decoder layer."""

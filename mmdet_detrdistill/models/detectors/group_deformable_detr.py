@@ -6,7 +6,7 @@ from mmdet.models.detectors import DeformableDETR
 from mmdet.registry import MODELS
 from torch import Tensor, nn
 
-from ..layers import QueryGroup, concat_groups
+from ..layers import QueryGroup, concat_groups, take_queries
 from .query_group_mixin import OWN_GROUP, QueryGroupMixin
 
 
@@ -85,6 +85,17 @@ class GroupDeformableDETR(QueryGroupMixin, DeformableDETR):
         ):
             merged[key] = concat_groups(groups, field)
         return merged
+
+    def stage_query_group(
+        self, name: str, own: QueryGroup, hidden: Tensor, boxes: Tensor, idx: Tensor
+    ) -> QueryGroup:
+        """Stage embedding as content, the query's positional query, and the
+        stage's predicted box as reference: its centre (one-stage) or the
+        whole box (two-stage), in sigmoid space."""
+        reference = take_queries(boxes, idx)[..., : self.reference_dim]
+        return QueryGroup(
+            name, take_queries(hidden, idx), take_queries(own.query_pos, idx), reference
+        )
 
     def decoder_attention_modules(self) -> Dict[str, List[nn.Module]]:
         """Self-attention (``MultiheadAttention``) and multi-scale deformable

@@ -5,7 +5,12 @@ from typing import Dict, List, Sequence, Tuple
 from mmdet.structures import OptSampleList
 from torch import Tensor, nn
 
-from ..layers import QueryGroup, build_group_self_attn_mask, group_slices
+from ..layers import (
+    QueryGroup,
+    build_group_self_attn_mask,
+    build_padded_group_self_attn_mask,
+    group_slices,
+)
 
 OWN_GROUP = 'own'
 
@@ -50,8 +55,12 @@ class QueryGroupMixin:
         slices = group_slices([g.name for g in all_groups], sizes)
         if groups:
             decoder_inputs = self.merge_query_groups(decoder_inputs, all_groups)
-            device = all_groups[0].query.device
-            decoder_inputs['self_attn_mask'] = build_group_self_attn_mask(sizes, device)
+            if any(g.valid is not None for g in all_groups):  # padded groups: per-image masks
+                num_heads = self.decoder.layers[0].self_attn.num_heads
+                mask = build_padded_group_self_attn_mask(all_groups, num_heads)
+            else:
+                mask = build_group_self_attn_mask(sizes, all_groups[0].query.device)
+            decoder_inputs['self_attn_mask'] = mask
         head_inputs.update(self.forward_decoder(**decoder_inputs))
         return head_inputs, slices, own
 
@@ -70,4 +79,22 @@ class QueryGroupMixin:
 
     def decoder_attention_modules(self) -> Dict[str, List[nn.Module]]:
         """Attention modules per kind (``'self'``, ``'cross'``), in layer order."""
+        raise NotImplementedError
+
+    def stage_query_group(
+        self, name: str, own: QueryGroup, hidden: Tensor, boxes: Tensor, idx: Tensor
+    ) -> QueryGroup:
+        """Queries ``idx`` as the decoder left them after one stage, as a group.
+
+        A stage query is the stage's output embedding (content), the query's
+        positional part, and the stage's predicted box as its reference, as
+        far as the family's query format takes one.
+
+        Args:
+            name (str): Group name.
+            own (QueryGroup): The model's own group as it entered the decoder.
+            hidden (Tensor): Output embeddings of the stage, (bs, N, dim).
+            boxes (Tensor): Sigmoid cxcywh boxes predicted there, (bs, N, 4).
+            idx (Tensor): Query indices per image, (bs, k).
+        """
         raise NotImplementedError

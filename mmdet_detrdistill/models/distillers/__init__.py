@@ -5,6 +5,7 @@ from .configurable_distiller import ConfigurableDistiller
 from .d3etr_distiller import D3ETRDistiller
 from .decoder_outputs import DecoderOutputs
 from .detrdistill_distiller import DETRDistillDistiller
+from .oddetr_distiller import ODDETRDistiller
 
 __all__ = [
     'ConfigurableDistiller',
@@ -12,4 +13,5 @@ __all__ = [
     'DETRDistillDistiller',
     'DETRDistillerBase',
     'DecoderOutputs',
+    'ODDETRDistiller',
 ]

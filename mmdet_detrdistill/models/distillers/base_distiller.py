@@ -14,6 +14,8 @@ from torch import Tensor, nn
 from ...utils.checkpoint import load_weights_strictly
 from ..detectors import OWN_GROUP, QueryGroupMixin, to_group_detector_cfg
 from ..layers import AttentionRecorder, QueryGroup
+from ..layers.head_assignment import DecoderLayersAssigner, assigner_swapped
+from ..task_modules import RecordingAssigner, match_instability
 from .components_builder import build_components, merge_query_groups
 from .decoder_outputs import DecoderOutputs
 from .teacher_config import check_same_preprocessing, load_teacher_model_cfg
@@ -49,8 +51,13 @@ class DETRDistillerBase(BaseDetector):
             only). Defaults to False.
         components (dict[str, dict], optional): Distillation components by
             name; a ``None`` value is switched off. Defaults to None.
+        log_match_instability (bool): Log ``match_instability`` (see
+            :meth:`student_gt_loss`). Defaults to True.
         init_cfg (dict, optional): Initialisation config. Defaults to None.
     """
+
+    #: True for a teacher that is a registered submodule (OD-DETR's EMA)
+    _teacher_in_module_tree = False
 
     def __init__(
         self,
@@ -59,6 +66,7 @@ class DETRDistillerBase(BaseDetector):
         teacher_ckpt: Optional[str] = None,
         allow_untrained_teacher: bool = False,
         components: Optional[Dict[str, OptConfigType]] = None,
+        log_match_instability: bool = True,
         init_cfg: OptMultiConfig = None,
     ) -> None:
         super().__init__(init_cfg=init_cfg)
@@ -74,6 +82,13 @@ class DETRDistillerBase(BaseDetector):
         object.__setattr__(self, 'teacher', teacher_model)
         self.teacher_ckpt = teacher_ckpt
         self.components = build_components(components or {}, self.student, self.teacher)
+        overriding = [n for n, c in self.components.items() if c.overrides_gt_assignment]
+        if len(overriding) > 1:
+            raise ValueError(
+                f"components {overriding} all change the student's ground-truth assignment; "
+                'keep one of them'
+            )
+        self.log_match_instability = log_match_instability
 
     def _init_teacher(
         self, teacher: Union[str, ConfigType], ckpt: Optional[str], allow_untrained: bool
@@ -109,7 +124,8 @@ class DETRDistillerBase(BaseDetector):
     def _apply(self, fn, *args, **kwargs):
         """Apply ``.to()``/``.cuda()``/``.half()``... to the teacher as well."""
         super()._apply(fn, *args, **kwargs)
-        self.teacher._apply(fn, *args, **kwargs)
+        if not self._teacher_in_module_tree:
+            self.teacher._apply(fn, *args, **kwargs)
         return self
 
     def extra_repr(self) -> str:
@@ -142,7 +158,7 @@ class DETRDistillerBase(BaseDetector):
         student_out = self.decoder_outputs(
             self.student, batch_inputs, batch_data_samples, groups, record
         )
-        losses = self.student_gt_loss(student_out, batch_data_samples)
+        losses = self.student_gt_loss(student_out, batch_data_samples, teacher_out)
         for component in self.components.values():
             for key, value in component.loss(student_out, teacher_out, batch_data_samples).items():
                 if key in losses:
@@ -172,28 +188,49 @@ class DETRDistillerBase(BaseDetector):
         return DecoderOutputs(cls_scores, bbox_preds, slices, own, attn, head_inputs, feats)
 
     def student_gt_loss(
-        self, outputs: DecoderOutputs, batch_data_samples: SampleList
+        self,
+        outputs: DecoderOutputs,
+        batch_data_samples: SampleList,
+        teacher_out: Optional[DecoderOutputs] = None,
     ) -> Dict[str, Tensor]:
         """The student's own mmdet losses, on its own query group only.
 
-        Deformable DETR's head also takes the encoder proposals' outputs
-        (``None`` unless two-stage and training).
+        A component may change the assignment (OD-DETR's teacher-guided
+        assignment, :meth:`DistillComponent.gt_assigner`); the head's losses
+        are otherwise mmdet's. Deformable DETR's head also takes the encoder
+        proposals' outputs (``None`` unless two-stage and training). With
+        ``log_match_instability``, ``match_instability`` (not a loss) is the
+        fraction of GT boxes whose matched query changes between consecutive
+        decoder layers.
         """
         cls_scores, bbox_preds = outputs.group(OWN_GROUP)
         head = self.student.bbox_head
+        metas = [s.metainfo for s in batch_data_samples]
+        num_layers, bs = cls_scores.shape[:2]
+        assigner = head.assigner
+        for component in self.components.values():
+            override = component.gt_assigner(teacher_out, metas)
+            if override is not None:  # decoder queries only, not two-stage proposals
+                assigner = DecoderLayersAssigner(override[0], num_layers * bs, head.assigner)
+                metas = override[1]
+        recorder = RecordingAssigner(assigner) if self.log_match_instability else assigner
         extra = {}
         if self._head_takes_encoder_outputs:
             extra = dict(
                 enc_cls_scores=outputs.head_inputs.get('enc_outputs_class'),
                 enc_bbox_preds=outputs.head_inputs.get('enc_outputs_coord'),
             )
-        return head.loss_by_feat(
-            cls_scores,
-            bbox_preds,
-            batch_gt_instances=[s.gt_instances for s in batch_data_samples],
-            batch_img_metas=[s.metainfo for s in batch_data_samples],
-            **extra,
-        )
+        with assigner_swapped(head, recorder):
+            losses = head.loss_by_feat(
+                cls_scores,
+                bbox_preds,
+                batch_gt_instances=[s.gt_instances for s in batch_data_samples],
+                batch_img_metas=metas,
+                **extra,
+            )
+        if self.log_match_instability:
+            losses['match_instability'] = match_instability(recorder.results, num_layers, bs)
+        return losses
 
     # -- what the components define --
     def records_attention(self) -> bool:

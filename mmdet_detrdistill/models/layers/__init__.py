@@ -5,9 +5,11 @@ from .group_conditional_detr_decoder import GroupConditionalDetrTransformerDecod
 from .query_groups import (
     QueryGroup,
     build_group_self_attn_mask,
+    build_padded_group_self_attn_mask,
     concat_groups,
     group_slices,
     split_groups,
+    take_queries,
 )
 
 __all__ = [
@@ -15,7 +17,9 @@ __all__ = [
     'GroupConditionalDetrTransformerDecoder',
     'QueryGroup',
     'build_group_self_attn_mask',
+    'build_padded_group_self_attn_mask',
     'concat_groups',
     'group_slices',
     'split_groups',
+    'take_queries',
 ]

@@ -39,12 +39,17 @@ class QueryGroup:
         reference (Tensor, optional): Reference points or anchor boxes
             (sigmoid space), shape (bs, n, 2) or (bs, n, 4). Used by DAB-DETR
             and Deformable DETR. Defaults to None.
+        valid (Tensor, optional): Bool (bs, n): False marks padding slots of
+            a group whose size varies per image (e.g. queries per GT box).
+            Padding is invisible to every query and sees only itself.
+            Defaults to None (all valid).
     """
 
     name: str
     query: Tensor
     query_pos: Optional[Tensor] = None
     reference: Optional[Tensor] = None
+    valid: Optional[Tensor] = None
 
     @property
     def num_queries(self) -> int:
@@ -86,6 +91,50 @@ def build_group_self_attn_mask(sizes: Sequence[int], device: torch.device) -> Te
     for block in group_slices([str(i) for i in range(len(sizes))], sizes).values():
         mask[block, block] = False  # a group sees itself only
     return mask
+
+
+def build_padded_group_self_attn_mask(groups: Sequence[QueryGroup], num_heads: int) -> Tensor:
+    """Per-image group mask that also hides padding slots.
+
+    The block-diagonal mask of :func:`build_group_self_attn_mask`, plus: a
+    padding slot (``valid`` False) is masked as a key for every query, and as
+    a query sees only itself (a softmax needs one visible key)::
+
+                    own      group 1 (slot 2 = padding)
+        own       [ . . | # # # ]
+        group 1   [ # # | . . # ]
+                  [ # # | . . # ]
+        padding   [ # # | # # . ]
+
+    Returns:
+        Tensor: Bool (bs * num_heads, N, N), image-major as attention layers
+        expect for 3-D masks; ``True`` = masked.
+    """
+    sizes = [g.num_queries for g in groups]
+    device = groups[0].query.device
+    bs = groups[0].query.shape[0]
+    valid = torch.cat(
+        [
+            torch.ones(bs, g.num_queries, dtype=torch.bool, device=device)
+            if g.valid is None
+            else g.valid.to(device=device, dtype=torch.bool)
+            for g in groups
+        ],
+        dim=1,
+    )  # (bs, N)
+    mask = build_group_self_attn_mask(sizes, device).expand(bs, -1, -1).clone()
+    mask |= ~valid[:, None, :]  # nobody sees padding
+    mask |= ~valid[:, :, None]  # padding sees nothing ...
+    eye = torch.eye(sum(sizes), dtype=torch.bool, device=device)
+    mask &= ~(eye & ~valid[:, :, None])  # ... but itself
+    return mask.repeat_interleave(num_heads, dim=0)
+
+
+def take_queries(x: Optional[Tensor], idx: Tensor) -> Optional[Tensor]:
+    """Queries ``idx`` of each image: x (bs, N, ...), idx (bs, k) -> (bs, k, ...)."""
+    if x is None:
+        return None
+    return x[torch.arange(x.shape[0], device=x.device)[:, None], idx]
 
 
 def split_groups(tensor: Tensor, slices: Dict[str, slice], dim: int) -> Dict[str, Tensor]:

@@ -1,0 +1,8 @@
+# OD-DETR: Conditional DETR R50-C5, 50 epochs, distilled online from its own EMA.
+# EMA, assignment, groups and weights are ODDETRDistiller's defaults; the Deformable R50
+# config (oddetr_deformable-detr-r50_16xb2-50e_coco.py) spells them out.
+# Train: tools/dist_train.sh configs/oddetr/<this file> 8
+_base_ = 'mmdet::conditional_detr/conditional-detr_r50_8xb2-50e_coco.py'
+custom_imports = dict(imports=['mmdet_detrdistill'], allow_failed_imports=False)
+
+model = dict(_delete_=True, type='ODDETRDistiller', student={{_base_.model}})

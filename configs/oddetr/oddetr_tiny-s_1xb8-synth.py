@@ -1,0 +1,14 @@
+# OD-DETR on the embedded default (conditional): the tiny student and its own EMA teacher.
+#   python tools/run_demo.py --family conditional --method oddetr
+_base_ = '../embedded/conditional-detr_tiny-student_1xb8-synth.py'
+custom_imports = dict(imports=['mmdet_detrdistill'], allow_failed_imports=False)
+
+model = dict(
+    _delete_=True,
+    type='ODDETRDistiller',
+    student={{_base_.model}},
+    ema=dict(type='ExpMomentumEMA', momentum=1e-3, gamma=100),
+    guided_assignment=dict(type='TeacherGuidedAssignment', alpha=0.5),
+    init_query=dict(type='FixedMatchKD'),
+    aux_groups=dict(type='AuxiliaryQueryGroups', num_per_gt=2),
+)

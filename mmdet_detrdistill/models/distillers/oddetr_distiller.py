@@ -1,0 +1,108 @@
+"""OD-DETR: online distillation from an EMA teacher (arXiv 2406.05791)."""
+
+from typing import Dict, Optional
+
+import torch
+from mmdet.registry import MODELS
+from mmdet.structures import SampleList
+from mmdet.utils import ConfigType, OptMultiConfig
+from torch import Tensor, nn
+
+from .base_distiller import DETRDistillerBase
+
+ODDETR_COMPONENTS = dict(
+    guided=dict(type='TeacherGuidedAssignment', prefix='oddetr.guided'),
+    init_query=dict(
+        type='FixedMatchKD',
+        prefix='oddetr.init_query',
+        losses=dict(loss_self_attn=None, loss_cross_attn=None),
+    ),
+    aux=dict(type='AuxiliaryQueryGroups', prefix='oddetr.aux'),
+)
+DEFAULT_EMA = dict(type='ExpMomentumEMA', momentum=1e-3, gamma=100)
+
+
+@MODELS.register_module()
+class ODDETRDistiller(DETRDistillerBase):
+    """OD-DETR: the student distils from its own exponential moving average.
+
+    The teacher is ``ema`` (mmdet's ``ExpMomentumEMA`` by default: ``X_ema
+    <- (1 - m_t) X_ema + m_t X`` with ``m_t = (1 - m) exp(-(1 + t) / gamma) +
+    m``, a warm-up from following the student closely to momentum m). It is
+    updated from the student at the start of every training forward, i.e.
+    after each optimizer step, under no_grad, and always runs in eval mode.
+    Unlike an external teacher it is part of ``state_dict()`` (keys
+    ``ema_teacher.*``, with its step count), so a resumed run continues with
+    the same teacher; it has no gradients, so the optimizer and DDP leave it
+    alone; :func:`export_student` still keeps the student alone.
+
+    Components (each merged over its defaults; ``None`` switches it off):
+
+    * ``guided_assignment`` (:class:`TeacherGuidedAssignment`): the
+      student's own queries are assigned on a mix of its and the teacher's
+      match costs;
+    * ``init_query`` (:class:`FixedMatchKD`, prediction losses only): the
+      teacher's initial queries run through the student's decoder, and their
+      predictions are constrained to the teacher's, query by query, layer by
+      layer;
+    * ``aux_groups`` (:class:`AuxiliaryQueryGroups`): per GT box, the two
+      least-cost teacher queries of each decoding stage form groups trained
+      to predict that box.
+
+    ``match_instability`` (the fraction of GT boxes whose matched query
+    changes between consecutive decoder layers) is logged every iteration.
+
+    Args:
+        student (dict): mmdet detector config of the student.
+        ema (dict): mmengine/mmdet averaged-model config (``model`` is the
+            student), merged over ``ExpMomentumEMA(momentum=1e-3, gamma=100)``.
+        guided_assignment (dict, optional): Defaults to ``dict()`` (on).
+        init_query (dict, optional): Defaults to ``dict()`` (on).
+        aux_groups (dict, optional): Defaults to ``dict()`` (on).
+        components (dict, optional): More components to mix in. Defaults to None.
+        log_match_instability (bool): Defaults to True.
+        init_cfg (dict, optional): Defaults to None.
+    """
+
+    _teacher_in_module_tree = True
+
+    def __init__(
+        self,
+        student: ConfigType,
+        ema: ConfigType = DEFAULT_EMA,
+        guided_assignment: Optional[dict] = dict(),
+        init_query: Optional[dict] = dict(),
+        aux_groups: Optional[dict] = dict(),
+        components: Optional[dict] = None,
+        log_match_instability: bool = True,
+        init_cfg: OptMultiConfig = None,
+    ) -> None:
+        self._ema_cfg = {**DEFAULT_EMA, **ema}
+        chosen = dict(guided=guided_assignment, init_query=init_query, aux=aux_groups)
+        own = {
+            name: None if cfg is None else {**ODDETR_COMPONENTS[name], **cfg}
+            for name, cfg in chosen.items()
+        }
+        super().__init__(
+            student,
+            teacher=None,
+            components={**own, **(components or {})},
+            log_match_instability=log_match_instability,
+            init_cfg=init_cfg,
+        )
+
+    def _init_teacher(self, teacher, ckpt, allow_untrained) -> nn.Module:
+        """The EMA of the student, registered as ``ema_teacher``."""
+        self.ema_teacher = MODELS.build(self._ema_cfg, default_args=dict(model=self.student))
+        return self.ema_teacher.module.eval()
+
+    @torch.no_grad()
+    def update_teacher(self) -> None:
+        """One EMA step from the student's current weights."""
+        self.ema_teacher.update_parameters(self.student)
+
+    def loss(self, batch_inputs: Tensor, batch_data_samples: SampleList) -> Dict[str, Tensor]:
+        """Update the EMA teacher (training only), then distil from it."""
+        if self.training:
+            self.update_teacher()
+        return super().loss(batch_inputs, batch_data_samples)

@@ -1,0 +1,167 @@
+"""Accuracy study: does distillation pay? Teacher, baseline and distilled students, several seeds.
+
+    python tools/benchmark_accuracy.py [--families conditional] [--methods d3etr detrdistill oddetr]
+                                       [--seeds 0 1 2] [--work-dir work_dirs/accuracy] [--quick]
+
+On the generated dataset of the embedded default, for each family: one teacher (seed 0, as in
+``tools/run_demo.py``, whose finished stages are reused), then for every seed the student alone
+and with each method, all on the same schedule. Every run is evaluated with mmdet's CocoMetric
+at four points of its schedule; the *short* schedule is the evaluation at half the iterations
+(before the learning-rate step at 80%), the *long* one the end of the run. Writes to WORK_DIR:
+
+* ``accuracy.md``: mean and spread (sample std over seeds) of COCO AP / AP50 / AP75 / AP_s /
+  AP_m / AP_l per family x method x schedule, with the teacher's AP;
+* ``accuracy_FAMILY.png``: AP against iterations, baseline vs each method (mean, min-max band);
+* ``accuracy.json``: every evaluation of every run.
+"""
+
+import argparse
+import json
+import os
+import os.path as osp
+import re
+import statistics
+import sys
+from typing import Dict, List
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+sys.path.insert(0, osp.join(ROOT, 'tools'))
+from run_demo import FAMILIES, METHODS, SCALES, Stage, run_stage  # noqa: E402
+
+METRICS = ('bbox_mAP', 'bbox_mAP_50', 'bbox_mAP_75', 'bbox_mAP_s', 'bbox_mAP_m', 'bbox_mAP_l')
+NUM_EVALS = 4
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--families', nargs='+', choices=sorted(FAMILIES), default=['conditional'])
+    parser.add_argument('--methods', nargs='+', choices=sorted(METHODS), default=sorted(METHODS))
+    parser.add_argument('--seeds', nargs='+', type=int, default=[0, 1, 2])
+    parser.add_argument('--iters', type=int, help="student schedule (default: the demo's)")
+    parser.add_argument('--work-dir', default='work_dirs/accuracy')
+    parser.add_argument('--data-root', default='data/synth_coco', help='generated dataset')
+    parser.add_argument('--quick', action='store_true', help='smoke run: tiny data and schedule')
+    return parser.parse_args()
+
+
+def evaluations(log_file: str) -> Dict[int, Dict[str, float]]:
+    """COCO metrics of every validation in a training log, by training iteration."""
+    train_re = re.compile(r'Iter\(train\) \[\s*(\d+)/')
+    metric_re = re.compile(r'coco/(bbox_mAP\w*): (-?[\d.]+)')
+    out: Dict[int, Dict[str, float]] = {}
+    last_iter = 0
+    with open(log_file) as f:
+        for line in f:
+            match = train_re.search(line)
+            if match:
+                last_iter = int(match.group(1))
+            found = dict(metric_re.findall(line))
+            if 'bbox_mAP' in found:
+                out[last_iter] = {k: float(v) for k, v in found.items()}
+    return out
+
+
+def spread(values: List[float]) -> str:
+    """'mean ± std' in AP points (n/a when COCO reports -1: no object of that size)."""
+    if not values or any(v < 0 for v in values):
+        return 'n/a'
+    mean = 100 * statistics.mean(values)
+    std = 100 * statistics.stdev(values) if len(values) > 1 else 0.0
+    return f'{mean:.1f} ± {std:.1f}'
+
+
+def summary_table(runs: Dict, teachers: Dict, short: int, long: int, seeds: List[int]) -> str:
+    """Markdown: family | model | schedule | AP ... | teacher AP."""
+    head = '| family | student | iters | AP | AP50 | AP75 | AP_s | AP_m | AP_l | AP (teacher) |'
+    rows = [head, '|' + '---|' * 10]
+    for family, by_method in runs.items():
+        t_ap = 100 * teachers[family]['metrics']['bbox_mAP']
+        for iters in (short, long):
+            for method, by_seed in by_method.items():
+                at = [by_seed[s][iters] for s in seeds if iters in by_seed.get(s, {})]
+                cells = ' | '.join(spread([m[k] for m in at]) for k in METRICS)
+                rows.append(f'| {family} | {method} | {iters} | {cells} | {t_ap:.1f} |')
+    return '\n'.join(rows)
+
+
+def plot(family: str, by_method: Dict, teacher_ap: float, path: str) -> None:
+    """AP against iterations, one line per student (mean over seeds, min-max band)."""
+    import matplotlib
+
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for method, by_seed in by_method.items():
+        iters = sorted(set.intersection(*(set(r) for r in by_seed.values())))
+        aps = [[100 * by_seed[s][i]['bbox_mAP'] for s in by_seed] for i in iters]
+        ax.plot(iters, [statistics.mean(a) for a in aps], marker='o', label=method)
+        ax.fill_between(iters, [min(a) for a in aps], [max(a) for a in aps], alpha=0.2)
+    ax.axhline(100 * teacher_ap, color='gray', linestyle='--', label='teacher')
+    ax.set_xlabel('training iteration')
+    ax.set_ylabel('COCO box AP (%)')
+    ax.set_title(f'{family}: generated data, {len(next(iter(by_method.values())))} seeds')
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main() -> None:
+    args = parse_args()
+    num_train, num_val, t_iters, s_iters = SCALES['quick' if args.quick else 'full']
+    s_iters = args.iters or s_iters
+    os.chdir(ROOT)
+    sys.path.insert(0, ROOT)
+    from mmdet_detrdistill.datasets import make_synthetic_coco
+
+    data_root = args.data_root + ('_quick' if args.quick else '')
+    make_synthetic_coco(data_root, num_train, num_val, img_size=128, seed=0)
+    interval = max(1, s_iters // NUM_EVALS)
+    evals = [f'train_cfg.val_interval={interval}']
+    runs: Dict = {}
+    teachers: Dict = {}
+    for family in args.families:
+        teacher_cfg, student_cfg = FAMILIES[family]
+        demo_dir = 'work_dirs/demo' + ('' if family == 'conditional' else f'_{family}')
+        if args.quick:
+            demo_dir = osp.join(args.work_dir, family)
+        teacher = run_stage(Stage('teacher', teacher_cfg, t_iters, []), demo_dir, 0, data_root)
+        teachers[family] = teacher
+        fam_dir = osp.join(args.work_dir, family)
+        runs[family] = {}
+        students = [('baseline', student_cfg, [])]
+        for method in args.methods:
+            row, needs_teacher, configs = METHODS[method]
+            ckpt = [f'model.teacher_ckpt={teacher["checkpoint"]}'] if needs_teacher else []
+            students.append((row.replace(' student', ''), configs[family], ckpt))
+        for name, config, extra in students:
+            runs[family][name] = {}
+            for seed in args.seeds:
+                stage = Stage(f'{name}_seed{seed}', config, s_iters, extra + evals)
+                run_stage(stage, fam_dir, seed, data_root)
+                log = osp.join(fam_dir, f'{stage.name}.log')
+                runs[family][name][seed] = evaluations(log)
+    short, long = interval * (NUM_EVALS // 2), s_iters
+    table = summary_table(runs, teachers, short, long, args.seeds)
+    note = (
+        f'Generated data `{data_root}` ({num_train} train / {num_val} val images, 128 px); '
+        f'students trained {s_iters} iterations (short schedule: the evaluation at {short}), '
+        f'seeds {args.seeds}; teacher {t_iters} iterations, seed 0. COCO box AP (%), '
+        'mean ± sample std over seeds.'
+    )
+    os.makedirs(args.work_dir, exist_ok=True)
+    for family, by_method in runs.items():
+        path = osp.join(args.work_dir, f'accuracy_{family}.png')
+        plot(family, by_method, teachers[family]['metrics']['bbox_mAP'], path)
+        print(f'plot: {path}')
+    text = f'{note}\n\n{table}\n'
+    print('\n' + text)
+    with open(osp.join(args.work_dir, 'accuracy.md'), 'w') as f:
+        f.write(text)
+    with open(osp.join(args.work_dir, 'accuracy.json'), 'w') as f:
+        json.dump(dict(teachers=teachers, runs=runs), f, indent=2)
+
+
+if __name__ == '__main__':
+    main()
