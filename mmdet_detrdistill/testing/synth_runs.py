@@ -16,12 +16,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def synth_train_options(data_root: str, iters: int, checkpoint_interval: int = 2) -> List[str]:
+def synth_train_options(
+    data_root: str, iters: int, checkpoint_interval: int = 2, external_teacher: bool = True
+) -> List[str]:
     """``--cfg-options`` for a short run of an embedded-default config on ``data_root``
-    with an untrained teacher (distiller configs) and batch size 2."""
+    with batch size 2 and, for a distiller with an ``external_teacher``, an untrained one."""
     root = f'{str(data_root).rstrip("/")}/'
-    return [
-        'model.allow_untrained_teacher=True',
+    teacher = ['model.allow_untrained_teacher=True'] if external_teacher else []
+    return teacher + [
         'randomness.seed=0',
         f'train_cfg.max_iters={iters}',
         f'train_cfg.val_interval={iters}',
