@@ -1,26 +1,65 @@
-"""Step-time cost of distillation, measured side by side in one run.
+"""Cost of distillation: step time and peak memory, measured side by side in one run.
 
     python tools/benchmark_step_time.py CONFIG [--size 320] [--batch 2] [--iters 5]
+                                        [--threads N] [--device cpu|cuda]
 
-Prints, as medians over ``--iters`` timed iterations (after one warm-up):
-the student's own training step (forward + backward), the teacher's no-grad
-forward, the distillation step (forward + backward), the ratio
-distill / (student step + teacher forward), and the share of the distillation
-step spent in teacher-student matching. Weights are random (no downloads);
-timings do not depend on them.
+**Step time**, in this process, as medians over ``--iters`` timed iterations
+(after one warm-up): the student's own training step (forward + backward), the
+teacher's no-grad forward, the distillation step (forward + backward), the
+ratio distill / (student step + teacher forward), and the share of the
+distillation step spent in teacher-student matching (every
+``MixMatcher.adaptive_match`` call). On CUDA each timing starts and ends with a
+``torch.cuda.synchronize()``.
+
+**Peak memory**, distill step / student step alone: each side runs in a fresh
+subprocess (this script with ``--memory-probe``), so that neither sees the
+other's allocations or allocator caches. It builds only what that side needs
+(the distiller with its teacher; or the student alone, as the plain mmdet
+detector of the config's ``student``) and the same batch, runs one training
+step and lets it all go (code paged in, thread pools and lazy state set up),
+takes a base reading, then builds it again and runs two training steps
+(forward + backward; the second with the first's gradients allocated, as in
+training; no optimizer, whose state would add the same to both sides).
+
+* CPU (Linux): the rise of the resident set size at its peak over the base.
+  At the base, freed heap is returned to the OS (glibc ``malloc_trim``) and
+  the kernel's RSS high-water mark is reset to the current RSS
+  (``/proc/self/clear_refs``), which is the base (``VmRSS``); after the steps
+  the high-water mark (``VmHWM``) is read. It counts weights, gradients,
+  activations and what the allocator held at the peak; the interpreter,
+  libraries and code are in the base. Repeats within a few per cent. (The
+  lifetime peak ``ru_maxrss`` cannot be reset, and the imports' own peak
+  hides small models; ``tracemalloc`` does not see torch's allocations.)
+* CUDA: ``torch.cuda.max_memory_allocated()`` over the base
+  ``torch.cuda.memory_allocated()`` (live tensors; the caching allocator's
+  unused reserve is not counted).
+
+Weights are random (no downloads); neither timings nor memory depend on them.
 """
 
 import argparse
+import contextlib
+import ctypes
+import gc
+import json
+import os
 import statistics
+import subprocess
+import sys
 import time
 from contextlib import contextmanager
+from typing import Callable, Dict, List, Optional
 
 import torch
 from mmdet.registry import MODELS
 from mmdet.utils import register_all_modules
 
 import mmdet_detrdistill  # noqa: F401
+from mmdet_detrdistill.models.task_modules import MixMatcher
 from mmdet_detrdistill.testing import make_batch, smoke_model_cfg
+
+PROBE_TAG = 'MEMORY_PROBE'
+PROBE_STEPS = 2
 
 
 def parse_args() -> argparse.Namespace:
@@ -30,35 +69,194 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--batch', type=int, default=2, help='images per step')
     parser.add_argument('--iters', type=int, default=5, help='timed iterations')
     parser.add_argument('--threads', type=int, default=None, help='torch CPU threads')
+    parser.add_argument(
+        '--device',
+        default='cuda' if torch.cuda.is_available() else 'cpu',
+        help='cpu or cuda (default: cuda when available)',
+    )
+    parser.add_argument(
+        '--memory-probe', choices=['student', 'distill'], help=argparse.SUPPRESS
+    )  # internal: one side of the peak-memory measurement, in a fresh process
     return parser.parse_args()
 
 
-def _time(fn, iters: int) -> float:
+def _sync(device: torch.device) -> None:
+    """Wait for queued device work, so that wall time covers it."""
+    if device.type == 'cuda':
+        torch.cuda.synchronize(device)
+
+
+def _time(fn: Callable[[], None], iters: int, device: torch.device) -> float:
+    """Median wall time of ``fn`` over ``iters`` calls, after one warm-up call."""
     fn()  # warm-up
     times = []
     for _ in range(iters):
+        _sync(device)
         start = time.perf_counter()
         fn()
+        _sync(device)
         times.append(time.perf_counter() - start)
     return statistics.median(times)
 
 
 @contextmanager
-def _timed_matching(matcher, sink: list):
-    """Time ``matcher.adaptive_match`` calls of this instance only."""
-    original = matcher.adaptive_match
+def _timed_matching(sink: list, device: torch.device):
+    """Time every ``MixMatcher.adaptive_match`` call (whichever component owns the matcher)."""
+    original = MixMatcher.adaptive_match
 
     def timed(*args, **kwargs):
+        _sync(device)  # the forward's queued kernels are not matching time
         start = time.perf_counter()
         out = original(*args, **kwargs)
+        _sync(device)
         sink.append(time.perf_counter() - start)
         return out
 
-    matcher.adaptive_match = timed
+    MixMatcher.adaptive_match = timed
     try:
         yield
     finally:
-        del matcher.adaptive_match  # back to the class method
+        MixMatcher.adaptive_match = original
+
+
+def build_distiller(config: str, device: torch.device) -> torch.nn.Module:
+    """The config's distiller (random weights, untrained teacher), in train mode."""
+    distiller = MODELS.build(smoke_model_cfg(config))
+    distiller.init_weights()
+    return distiller.to(device).train()
+
+
+def build_student_alone(config: str, device: torch.device) -> torch.nn.Module:
+    """The config's student as the plain mmdet detector, without any teacher."""
+    student = MODELS.build(smoke_model_cfg(config).student)
+    student.init_weights()
+    return student.to(device).train()
+
+
+def train_step(model: torch.nn.Module, batch: Dict) -> Callable[[], None]:
+    """One forward + backward of ``model`` on ``batch``, as a closure."""
+
+    def step() -> None:
+        losses = model(**batch, mode='loss')
+        sum(v for k, v in losses.items() if 'loss' in k).backward()
+
+    return step
+
+
+def _batch(model: torch.nn.Module, args: argparse.Namespace) -> Dict:
+    """The benchmark batch: ``--batch`` random images of ``--size``, five boxes each."""
+    student = getattr(model, 'student', model)
+    classes = student.bbox_head.num_classes
+    shapes = [(3, args.size, args.size)] * args.batch
+    return make_batch(model, args.batch, shapes, [5] * args.batch, classes)
+
+
+def _proc_status_bytes(field: str) -> int:
+    """A ``kB`` field of ``/proc/self/status`` (``VmRSS``, ``VmHWM``), in bytes."""
+    with open('/proc/self/status') as f:
+        line = next(ln for ln in f if ln.startswith(f'{field}:'))
+    return int(line.split()[1]) * 1024
+
+
+def _reset_peak_rss() -> int:
+    """Return freed heap to the OS, reset the kernel's RSS high-water mark to the current
+    RSS (Linux >= 4.0: ``/proc/self/clear_refs``), and return that RSS in bytes."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL('libc.so.6').malloc_trim(0)  # glibc: unused heap back to the OS
+    with open('/proc/self/clear_refs', 'w') as f:
+        f.write('5')
+    return _proc_status_bytes('VmRSS')
+
+
+def _probe_steps(args: argparse.Namespace, device: torch.device, steps: int) -> None:
+    """Build the probed side, run ``steps`` training steps, and let it all go."""
+    build = build_distiller if args.memory_probe == 'distill' else build_student_alone
+    model = build(args.config, device)
+    step = train_step(model, _batch(model, args))
+    for _ in range(steps):
+        step()
+    _sync(device)
+
+
+def memory_probe(args: argparse.Namespace, device: torch.device) -> Optional[int]:
+    """Peak memory of ``PROBE_STEPS`` training steps of one side, in bytes (see docstring);
+    None on a CPU without Linux's ``/proc/self/clear_refs``."""
+    if device.type != 'cuda' and not os.path.exists('/proc/self/clear_refs'):
+        return None
+    _probe_steps(args, device, 1)  # code paths run once (pages in code, starts threads)
+    gc.collect()
+    if device.type == 'cuda':
+        torch.cuda.reset_peak_memory_stats(device)
+        start = torch.cuda.memory_allocated(device)
+    else:
+        start = _reset_peak_rss()
+    _probe_steps(args, device, PROBE_STEPS)
+    if device.type == 'cuda':
+        return torch.cuda.max_memory_allocated(device) - start
+    return _proc_status_bytes('VmHWM') - start
+
+
+def measure_peak_memory(args: argparse.Namespace, side: str) -> Optional[int]:
+    """Run ``memory_probe`` for ``side`` in a fresh subprocess; its peak in bytes."""
+    cmd = [sys.executable, __file__, args.config, '--memory-probe', side]
+    cmd += ['--size', str(args.size), '--batch', str(args.batch), '--device', args.device]
+    if args.threads:
+        cmd += ['--threads', str(args.threads)]
+    run = subprocess.run(cmd, capture_output=True, text=True)
+    lines = [ln for ln in run.stdout.splitlines() if ln.startswith(PROBE_TAG)]
+    if run.returncode != 0 or not lines:
+        raise RuntimeError(f'memory probe ({side}) failed:\n{run.stdout}\n{run.stderr}')
+    return json.loads(lines[-1][len(PROBE_TAG) :])['peak_bytes']
+
+
+def measure_times(args: argparse.Namespace, device: torch.device) -> Dict[str, float]:
+    """Student step, teacher forward, distill step and matching per step, in seconds."""
+    distiller = build_distiller(args.config, device)
+    student, teacher = distiller.student, distiller.teacher
+    batch = _batch(distiller, args)
+
+    def teacher_forward() -> None:
+        with torch.no_grad():
+            teacher(**batch, mode='tensor')
+
+    match_times: List[float] = []
+    times = dict(
+        student=_time(train_step(student, batch), args.iters, device),
+        teacher=_time(teacher_forward, args.iters, device),
+    )
+    with _timed_matching(match_times, device):
+        times['distill'] = _time(train_step(distiller, batch), args.iters, device)
+    times['matching'] = sum(match_times) / (args.iters + 1)
+    return times
+
+
+def report(
+    args: argparse.Namespace, times: Dict[str, float], memory: Dict[str, Optional[int]]
+) -> None:
+    """Print the measurements as a markdown table and the ratios."""
+
+    def mib(side: str) -> str:
+        return 'n/a' if memory[side] is None else f'{memory[side] / 2.0**20:.1f} MiB'
+
+    print(
+        f'config: {args.config}\nimages: {args.batch} x {args.size}x{args.size}, '
+        f'device: {args.device}, threads: {torch.get_num_threads()}, iters: {args.iters}'
+    )
+    print('| measure | value |\n|---|---|')
+    print(f'| student train step | {times["student"]:.3f} s |')
+    print(f'| teacher no-grad forward | {times["teacher"]:.3f} s |')
+    print(f'| distill train step | {times["distill"]:.3f} s |')
+    print(f'| matching per step | {times["matching"]:.3f} s |')
+    print(f'| peak memory, student step alone | {mib("student")} |')
+    print(f'| peak memory, distill step | {mib("distill")} |')
+    ratio = times['distill'] / (times['student'] + times['teacher'])
+    print(f'ratio distill / (student step + teacher forward): {ratio:.3f}')
+    print(f'matching share of the distill step: {times["matching"] / times["distill"]:.1%}')
+    if memory['student'] and memory['distill'] is not None:
+        mem_ratio = f'{memory["distill"] / memory["student"]:.3f}'
+    else:
+        mem_ratio = 'n/a (CPU peak memory needs Linux /proc/self/clear_refs)'
+    print(f'peak memory ratio distill step / student step alone: {mem_ratio}')
 
 
 def main() -> None:
@@ -66,47 +264,13 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     register_all_modules()
-    distiller = MODELS.build(smoke_model_cfg(args.config))
-    distiller.init_weights()
-    distiller.train()
-    student, teacher = distiller.student, distiller.teacher
-    classes = student.bbox_head.num_classes
-    shapes = [(3, args.size, args.size)] * args.batch
-    batch = make_batch(distiller, args.batch, shapes, [5] * args.batch, classes)
-
-    def student_step():
-        losses = student(**batch, mode='loss')
-        sum(v for k, v in losses.items() if 'loss' in k).backward()
-
-    def teacher_forward():
-        with torch.no_grad():
-            teacher(**batch, mode='tensor')
-
-    match_times: list = []
-
-    def distill_step():
-        losses = distiller(**batch, mode='loss')
-        sum(v for k, v in losses.items() if 'loss' in k).backward()
-
-    t_student = _time(student_step, args.iters)
-    t_teacher = _time(teacher_forward, args.iters)
-    with _timed_matching(distiller.matcher, match_times):
-        t_distill = _time(distill_step, args.iters)
-    per_step_match = sum(match_times) / (args.iters + 1)
-    print(
-        f'config: {args.config}\nimages: {args.batch} x {args.size}x{args.size}, '
-        f'threads: {torch.get_num_threads()}, iters: {args.iters}'
-    )
-    print('| measure | seconds |\n|---|---|')
-    print(
-        f'| student train step | {t_student:.3f} |\n| teacher no-grad forward | {t_teacher:.3f} |'
-    )
-    print(f'| distill train step | {t_distill:.3f} |\n| matching per step | {per_step_match:.3f} |')
-    print(
-        f'ratio distill / (student step + teacher forward): '
-        f'{t_distill / (t_student + t_teacher):.3f}'
-    )
-    print(f'matching share of the distill step: {per_step_match / t_distill:.1%}')
+    device = torch.device(args.device)
+    if args.memory_probe:
+        print(f'{PROBE_TAG} {json.dumps(dict(peak_bytes=memory_probe(args, device)))}')
+        return
+    times = measure_times(args, device)
+    memory = {side: measure_peak_memory(args, side) for side in ('student', 'distill')}
+    report(args, times, memory)
 
 
 if __name__ == '__main__':

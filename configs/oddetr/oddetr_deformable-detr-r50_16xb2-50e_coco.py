@@ -13,13 +13,14 @@ model = dict(
     ema=dict(type='ExpMomentumEMA', momentum=1e-3, gamma=100),
     # student query i <-> GT j by Hungarian on (1 - alpha) C_student + alpha C_teacher(last layer)
     guided_assignment=dict(type='TeacherGuidedAssignment', alpha=0.5),
-    # the teacher's initial queries in the student decoder, constrained to the teacher's outputs
+    # the teacher's initial queries in the student decoder, their class scores constrained to
+    # the teacher's (box terms collapse against an EMA of the student: see ODDETRDistiller)
     init_query=dict(
         type='FixedMatchKD',
         losses=dict(
             loss_cls=dict(type='SoftBCEDistillLoss', loss_weight=1.0),
-            loss_bbox=dict(type='L1Loss', loss_weight=5.0),
-            loss_iou=dict(type='GIoULoss', loss_weight=2.0),
+            loss_bbox=None,
+            loss_iou=None,
             loss_self_attn=None,
             loss_cross_attn=None,
         ),

@@ -9,6 +9,10 @@ model = dict(
     student={{_base_.model}},
     ema=dict(type='ExpMomentumEMA', momentum=1e-3, gamma=100),
     guided_assignment=dict(type='TeacherGuidedAssignment', alpha=0.5),
-    init_query=dict(type='FixedMatchKD'),
+    # class scores only (box terms collapse against an EMA of the student, see ODDETRDistiller)
+    init_query=dict(
+        type='FixedMatchKD',
+        losses=dict(loss_bbox=None, loss_iou=None, loss_self_attn=None, loss_cross_attn=None),
+    ),
     aux_groups=dict(type='AuxiliaryQueryGroups', num_per_gt=2),
 )

@@ -65,3 +65,31 @@ def test_mostly_padded_batch():
     losses = model(**batch, mode='loss')
     assert all(torch.isfinite(v) for v in losses.values())
     _total(losses).backward()
+
+
+@pytest.mark.parametrize('method', ['D3ETRDistiller', 'DETRDistillDistiller'])
+def test_teacher_that_detects_nothing(method):
+    """Every teacher score ~0 (no threshold anywhere would keep a box): still finite."""
+    model = _distiller('deformable', method)
+    with torch.no_grad():
+        for branch in model.teacher.bbox_head.cls_branches:
+            branch.bias.fill_(-60.0)
+    losses = model(**make_batch(model), mode='loss')
+    assert all(torch.isfinite(v) for v in losses.values())
+    _total(losses).backward()
+    grads = [p.grad for p in model.student.parameters() if p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads)
+
+
+@pytest.mark.parametrize(
+    'component', [dict(type='AuxiliaryQueryGroups'), dict(type='FixedMatchKD')], ids=str
+)
+def test_teacher_query_components_refuse_another_query_format(component):
+    cfg = distiller_cfg(
+        tiny_detr_cfg('dab', embed_dims=32),
+        tiny_detr_cfg('deformable', embed_dims=32),
+        method='ConfigurableDistiller',
+        components=dict(c=component),
+    )
+    with pytest.raises(ValueError, match='same query format'):
+        MODELS.build(cfg)

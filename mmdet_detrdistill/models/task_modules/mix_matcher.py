@@ -1,13 +1,18 @@
 """D3ETR's MixMatcher: adaptive (Hungarian) plus fixed (query-index) matching."""
 
-from typing import List, Sequence, Tuple
+import contextlib
+from concurrent.futures import ThreadPoolExecutor
+from typing import ContextManager, List, Sequence, Tuple
 
+import numpy as np
 import torch
 from mmdet.registry import TASK_UTILS
 from mmdet.structures.bbox import bbox_cxcywh_to_xyxy
 from mmengine.structures import InstanceData
 from scipy.optimize import linear_sum_assignment
 from torch import Tensor
+
+from .batched_match_costs import MatchInputs, batched_cost_fns
 
 DEFAULT_COSTS = (
     dict(type='SoftLabelBCECost', weight=1.0),
@@ -28,8 +33,13 @@ class MixMatcher:
       decoder as an extra group; query i of that group is paired with teacher
       query i in every layer (no matching needed).
 
-    Costs are computed in fp32; non-finite costs (e.g. from an fp16 overflow)
-    are clamped to +-1e8 so they never reach the solver.
+    Costs are computed in fp32 (autocast off); non-finite costs (e.g. from an
+    fp16 overflow) are clamped to +-1e8 so they never reach the solver. When
+    every cost has a batched form (the default costs do, see
+    ``batched_match_costs``), the cost matrices of all images are computed at
+    once on the inputs' device; otherwise each cost is called per image. Either
+    way one device-to-host copy per layer feeds scipy's solver, which runs per
+    image on up to ``torch.get_num_threads()`` threads (it releases the GIL).
 
     Args:
         match_costs (Sequence[dict]): mmdet match-cost configs; predictions
@@ -39,6 +49,8 @@ class MixMatcher:
         adaptive (bool): Use adaptive matching. Defaults to True.
         fixed (bool): Use fixed matching (adds the teacher-query group).
             Defaults to True.
+        batched_costs (bool): Use the batched form of the costs when they all
+            have one; False forces the per-image calls. Defaults to True.
     """
 
     def __init__(
@@ -46,12 +58,14 @@ class MixMatcher:
         match_costs: Sequence[dict] = DEFAULT_COSTS,
         adaptive: bool = True,
         fixed: bool = True,
+        batched_costs: bool = True,
     ) -> None:
         if not (adaptive or fixed):
             raise ValueError('MixMatcher: set at least one of `adaptive` and `fixed` to True')
         self.match_costs = [TASK_UTILS.build(c) for c in match_costs]
         self.adaptive = adaptive
         self.fixed = fixed
+        self.batched_fns = batched_cost_fns(self.match_costs) if batched_costs else None
 
     @staticmethod
     def layer_pairs(num_student_layers: int, num_teacher_layers: int) -> List[Tuple[int, int]]:
@@ -98,52 +112,133 @@ class MixMatcher:
             each (bs, K) with K = min(Ns, Nt), sorted by teacher index when
             Ns >= Nt.
         """
-        pairs = [
-            self._match_image(
-                student_logits[b],
-                student_boxes[b],
-                teacher_logits[b],
-                teacher_boxes[b],
-                img_metas[b],
+        costs = self.batch_cost_matrices(
+            student_logits, student_boxes, teacher_logits, teacher_boxes, img_metas
+        )
+        rows, cols = solve_assignments(costs.cpu().numpy())
+        idx = torch.from_numpy(np.stack([rows, cols])).to(student_logits.device)
+        return idx[0], idx[1]
+
+    def batch_cost_matrices(
+        self,
+        student_logits: Tensor,
+        student_boxes: Tensor,
+        teacher_logits: Tensor,
+        teacher_boxes: Tensor,
+        img_metas: List[dict],
+    ) -> Tensor:
+        """The finite fp32 cost matrix of every image, (bs, Ns, Nt), on the inputs' device."""
+        with _autocast_off(student_logits.device):
+            preds, targets, factors = match_inputs(
+                student_logits, student_boxes, teacher_logits, teacher_boxes, img_metas
             )
-            for b in range(len(img_metas))
-        ]
-        return torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs])
+            if self.batched_fns is None:
+                return torch.stack(
+                    [
+                        self.cost_matrix(*_image_instances(preds, targets, b), img_metas[b])
+                        for b in range(len(img_metas))
+                    ]
+                )
+            cost = sum(
+                fn(c, preds, targets, factors).float()
+                for c, fn in zip(self.match_costs, self.batched_fns)
+            )
+            return _finite(cost)
 
     def cost_matrix(self, preds: InstanceData, targets: InstanceData, img_meta: dict) -> Tensor:
-        """Weighted sum of ``match_costs``, (num_preds, num_targets), finite."""
-        cost = sum(
-            c(pred_instances=preds, gt_instances=targets, img_meta=img_meta).float()
-            for c in self.match_costs
-        )
-        lim = _FINITE_COST_LIMIT
-        return torch.nan_to_num(cost, nan=lim, posinf=lim, neginf=-lim).clamp(-lim, lim)
-
-    def _match_image(
-        self, s_logits: Tensor, s_boxes: Tensor, t_logits: Tensor, t_boxes: Tensor, img_meta: dict
-    ) -> Tuple[Tensor, Tensor]:
-        h, w = img_meta['img_shape']
-        scale = s_boxes.new_tensor([w, h, w, h]).float()
-        preds = InstanceData(
-            scores=s_logits.float(), bboxes=bbox_cxcywh_to_xyxy(s_boxes.float()) * scale
-        )
-        t_scores = t_logits.float().sigmoid()
-        targets = InstanceData(
-            scores=t_scores,
-            labels=t_scores.argmax(-1),
-            bboxes=bbox_cxcywh_to_xyxy(t_boxes.float()) * scale,
-        )
-        cost = self.cost_matrix(preds, targets, img_meta)  # (Ns, Nt)
-        rows, cols = linear_sum_assignment(cost.cpu().numpy())
-        order = cols.argsort() if len(cols) else cols  # teacher order
-        device = s_logits.device
-        return (
-            torch.as_tensor(rows[order], device=device, dtype=torch.long),
-            torch.as_tensor(cols[order], device=device, dtype=torch.long),
-        )
+        """Weighted sum of ``match_costs`` for one image, (num_preds, num_targets), finite."""
+        with _autocast_off(preds.scores.device):
+            cost = sum(
+                c(pred_instances=preds, gt_instances=targets, img_meta=img_meta).float()
+                for c in self.match_costs
+            )
+        return _finite(cost)
 
     def __repr__(self) -> str:
         return (
             f'{self.__class__.__name__}(adaptive={self.adaptive}, fixed={self.fixed}, '
-            f'match_costs={[c.__class__.__name__ for c in self.match_costs]})'
+            f'match_costs={[c.__class__.__name__ for c in self.match_costs]}, '
+            f'batched_costs={self.batched_fns is not None})'
         )
+
+
+def match_inputs(
+    student_logits: Tensor,
+    student_boxes: Tensor,
+    teacher_logits: Tensor,
+    teacher_boxes: Tensor,
+    img_metas: List[dict],
+) -> Tuple[MatchInputs, MatchInputs, Tensor]:
+    """fp32 predictions (student logits) and targets (teacher sigmoid scores and argmax
+    labels) of a batch with pixel ``xyxy`` boxes, and each image's ``[w, h, w, h]``."""
+    factors = pixel_factors(img_metas, student_boxes.device)
+    preds = MatchInputs(
+        scores=student_logits.float(),
+        bboxes=bbox_cxcywh_to_xyxy(student_boxes.float()) * factors,
+    )
+    t_scores = teacher_logits.float().sigmoid()
+    targets = MatchInputs(
+        scores=t_scores,
+        bboxes=bbox_cxcywh_to_xyxy(teacher_boxes.float()) * factors,
+        labels=t_scores.argmax(-1),
+    )
+    return preds, targets, factors
+
+
+def pixel_factors(img_metas: List[dict], device: torch.device) -> Tensor:
+    """Each image's ``[w, h, w, h]`` from its ``img_shape``, (bs, 1, 4) fp32."""
+    sizes = [(w, h, w, h) for h, w in (m['img_shape'][:2] for m in img_metas)]
+    return torch.tensor(sizes, dtype=torch.float32, device=device).reshape(-1, 1, 4)
+
+
+def solve_assignments(costs: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """scipy's Hungarian solver on each (Ns, Nt) matrix of ``costs`` (bs, Ns, Nt).
+
+    Images are solved concurrently on up to ``torch.get_num_threads()`` threads
+    (scipy releases the GIL); each result is that of a lone call.
+
+    Returns:
+        tuple[np.ndarray, np.ndarray]: Row and column indices, (bs, K) each,
+        every image's pairs sorted by column.
+    """
+    workers = min(len(costs), torch.get_num_threads())
+    if workers <= 1:
+        pairs = [_solve_one(c) for c in costs]
+    else:
+        with ThreadPoolExecutor(workers, thread_name_prefix='mix_matcher') as pool:
+            pairs = list(pool.map(_solve_one, costs))
+    k = min(costs.shape[1:])
+    rows = np.stack([p[0] for p in pairs]) if pairs else np.zeros((0, k), dtype=np.int64)
+    cols = np.stack([p[1] for p in pairs]) if pairs else np.zeros((0, k), dtype=np.int64)
+    return rows, cols
+
+
+def _solve_one(cost: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """One image's assignment, sorted by column (teacher) index."""
+    rows, cols = linear_sum_assignment(cost)
+    order = cols.argsort() if len(cols) else cols
+    return rows[order], cols[order]
+
+
+def _image_instances(
+    preds: MatchInputs, targets: MatchInputs, b: int
+) -> Tuple[InstanceData, InstanceData]:
+    """Image ``b`` of batched inputs as mmdet match-cost ``InstanceData``."""
+    return (
+        InstanceData(scores=preds.scores[b], bboxes=preds.bboxes[b]),
+        InstanceData(scores=targets.scores[b], labels=targets.labels[b], bboxes=targets.bboxes[b]),
+    )
+
+
+def _finite(cost: Tensor) -> Tensor:
+    """Non-finite costs clamped to +-1e8: the solver never sees nan or inf."""
+    lim = _FINITE_COST_LIMIT
+    return torch.nan_to_num(cost, nan=lim, posinf=lim, neginf=-lim).clamp(-lim, lim)
+
+
+def _autocast_off(device: torch.device) -> ContextManager:
+    """Autocast disabled on ``device`` (a no-op context where autocast does not exist)."""
+    try:
+        return torch.autocast(device_type=device.type, enabled=False)
+    except RuntimeError:
+        return contextlib.nullcontext()

@@ -1,0 +1,13 @@
+# OD-DETR ablation (tools/ablate_oddetr.py): the initial-query constraint on boxes too
+# (L1 5, GIoU 2). Against an EMA of the student this collapses the student's boxes; it is
+# kept to reproduce that measurement, not to train with.
+_base_ = './oddetr_tiny-s_1xb8-synth.py'
+
+model = dict(
+    init_query=dict(
+        losses=dict(
+            loss_bbox=dict(_delete_=True, type='L1Loss', loss_weight=5.0),
+            loss_iou=dict(_delete_=True, type='GIoULoss', loss_weight=2.0),
+        ),
+    ),
+)

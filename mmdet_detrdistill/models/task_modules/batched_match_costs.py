@@ -1,0 +1,85 @@
+"""Batched forms of the default match costs: the costs of every image of a batch at once.
+
+Each function computes, for a batch, what the mmdet match-cost class computes for one image
+(same formulas, same order of operations), returning (bs, num_preds, num_targets):
+
+* ``preds`` / ``targets`` are :class:`MatchInputs` with a leading batch dimension; ``bboxes`` are
+  pixel ``xyxy``, as the per-image classes receive them.
+* ``factors`` (bs, 1, 4) holds each image's ``[w, h, w, h]`` (from its ``img_shape``), what the
+  per-image classes read from ``img_meta``.
+
+Only the exact classes listed in :data:`BATCHED_MATCH_COSTS` have a batched form; a subclass may
+change the formula, so it goes through the generic per-image path.
+"""
+
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from mmdet.models.task_modules.assigners.match_cost import BaseMatchCost, BBoxL1Cost, IoUCost
+from mmdet.structures.bbox import bbox_overlaps, bbox_xyxy_to_cxcywh
+from torch import Tensor
+
+from .soft_label_bce_cost import SoftLabelBCECost
+
+
+@dataclass
+class MatchInputs:
+    """Predictions or targets of a batch: ``scores`` (bs, N, C), ``bboxes`` (bs, N, 4) pixel
+    ``xyxy``, optional ``labels`` (bs, N)."""
+
+    scores: Tensor
+    bboxes: Tensor
+    labels: Optional[Tensor] = None
+
+
+BatchedCostFn = Callable[[BaseMatchCost, MatchInputs, MatchInputs, Tensor], Tensor]
+
+
+def batched_soft_label_bce_cost(
+    cost: SoftLabelBCECost, preds: MatchInputs, targets: MatchInputs, factors: Tensor
+) -> Tensor:
+    """:class:`SoftLabelBCECost` for a batch: ``sum_c softplus(x) - x @ p^T``."""
+    logits, soft_labels = preds.scores.float(), targets.scores.float()
+    if logits.shape[-1] != soft_labels.shape[-1]:
+        raise ValueError(
+            f'SoftLabelBCECost: predictions have {logits.shape[-1]} classes but the soft '
+            f'labels have {soft_labels.shape[-1]}; teacher and student must share classes'
+        )
+    bce = F.softplus(logits).sum(-1, keepdim=True) - logits @ soft_labels.transpose(-1, -2)
+    return bce * cost.weight
+
+
+def batched_bbox_l1_cost(
+    cost: BBoxL1Cost, preds: MatchInputs, targets: MatchInputs, factors: Tensor
+) -> Tensor:
+    """mmdet's ``BBoxL1Cost`` for a batch: L1 distance of image-normalised boxes."""
+    pred_bboxes, gt_bboxes = preds.bboxes, targets.bboxes
+    if cost.box_format == 'xywh':
+        gt_bboxes = bbox_xyxy_to_cxcywh(gt_bboxes)
+        pred_bboxes = bbox_xyxy_to_cxcywh(pred_bboxes)
+    gt_bboxes = gt_bboxes / factors
+    pred_bboxes = pred_bboxes / factors
+    return torch.cdist(pred_bboxes, gt_bboxes, p=1) * cost.weight
+
+
+def batched_iou_cost(
+    cost: IoUCost, preds: MatchInputs, targets: MatchInputs, factors: Tensor
+) -> Tensor:
+    """mmdet's ``IoUCost`` for a batch: minus the (G)IoU of every pair."""
+    overlaps = bbox_overlaps(preds.bboxes, targets.bboxes, mode=cost.iou_mode, is_aligned=False)
+    return -overlaps * cost.weight
+
+
+BATCHED_MATCH_COSTS: Dict[type, BatchedCostFn] = {
+    SoftLabelBCECost: batched_soft_label_bce_cost,
+    BBoxL1Cost: batched_bbox_l1_cost,
+    IoUCost: batched_iou_cost,
+}
+
+
+def batched_cost_fns(costs: Sequence[BaseMatchCost]) -> Optional[List[BatchedCostFn]]:
+    """The batched form of each cost, or None if any cost has none (exact types only)."""
+    fns = [BATCHED_MATCH_COSTS.get(type(c)) for c in costs]
+    return None if any(fn is None for fn in fns) else fns
