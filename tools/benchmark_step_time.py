@@ -25,16 +25,25 @@ training; no optimizer, whose state would add the same to both sides).
   At the base, freed heap is returned to the OS (glibc ``malloc_trim``) and
   the kernel's RSS high-water mark is reset to the current RSS
   (``/proc/self/clear_refs``), which is the base (``VmRSS``); after the steps
-  the high-water mark (``VmHWM``) is read. It counts weights, gradients,
-  activations and what the allocator held at the peak; the interpreter,
-  libraries and code are in the base. Repeats within a few per cent. (The
-  lifetime peak ``ru_maxrss`` cannot be reset, and the imports' own peak
-  hides small models; ``tracemalloc`` does not see torch's allocations.)
+  the high-water mark (``VmHWM``) is read. The probes run with glibc's mmap
+  threshold fixed at 64 KiB (``MALLOC_MMAP_THRESHOLD_``, unless already set):
+  every tensor of 64 KiB or more is mmapped and given back to the OS when
+  freed, so the RSS follows live memory instead of the allocator's caches
+  (which otherwise add 20-60% here and vary by up to 10% from run to run).
+  Counted: weights, gradients, activations and the step's temporaries, as on
+  CUDA; the interpreter, libraries and code are in the base. Repeats to
+  within 0.1%, and is within 4 MiB of the peak of live tensors from torch's
+  profiler (tiny Conditional DETR config). (The lifetime peak ``ru_maxrss``
+  cannot be reset, and the imports' own peak hides small models;
+  ``tracemalloc`` does not see torch's allocations.)
 * CUDA: ``torch.cuda.max_memory_allocated()`` over the base
   ``torch.cuda.memory_allocated()`` (live tensors; the caching allocator's
   unused reserve is not counted).
 
-Weights are random (no downloads); neither timings nor memory depend on them.
+Weights are random (no downloads) and seeded (``--seed``): step times and
+memory do not depend on them, but the Hungarian solver's time does (it varies
+by up to 2x between random initialisations), so compare matching times at
+equal seeds.
 """
 
 import argparse
@@ -60,6 +69,7 @@ from mmdet_detrdistill.testing import make_batch, smoke_model_cfg
 
 PROBE_TAG = 'MEMORY_PROBE'
 PROBE_STEPS = 2
+PROBE_MMAP_THRESHOLD = 64 * 1024  # glibc: blocks this large are mmapped, unmapped on free
 
 
 def parse_args() -> argparse.Namespace:
@@ -69,6 +79,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--batch', type=int, default=2, help='images per step')
     parser.add_argument('--iters', type=int, default=5, help='timed iterations')
     parser.add_argument('--threads', type=int, default=None, help='torch CPU threads')
+    parser.add_argument(
+        '--seed',
+        type=int,
+        default=0,
+        help='seed of the random weights (matching time depends on them)',
+    )
     parser.add_argument(
         '--device',
         default='cuda' if torch.cuda.is_available() else 'cpu',
@@ -171,6 +187,7 @@ def _reset_peak_rss() -> int:
 def _probe_steps(args: argparse.Namespace, device: torch.device, steps: int) -> None:
     """Build the probed side, run ``steps`` training steps, and let it all go."""
     build = build_distiller if args.memory_probe == 'distill' else build_student_alone
+    torch.manual_seed(args.seed)
     model = build(args.config, device)
     step = train_step(model, _batch(model, args))
     for _ in range(steps):
@@ -200,9 +217,12 @@ def measure_peak_memory(args: argparse.Namespace, side: str) -> Optional[int]:
     """Run ``memory_probe`` for ``side`` in a fresh subprocess; its peak in bytes."""
     cmd = [sys.executable, __file__, args.config, '--memory-probe', side]
     cmd += ['--size', str(args.size), '--batch', str(args.batch), '--device', args.device]
+    cmd += ['--seed', str(args.seed)]
     if args.threads:
         cmd += ['--threads', str(args.threads)]
-    run = subprocess.run(cmd, capture_output=True, text=True)
+    env = dict(os.environ)
+    env.setdefault('MALLOC_MMAP_THRESHOLD_', str(PROBE_MMAP_THRESHOLD))
+    run = subprocess.run(cmd, capture_output=True, text=True, env=env)
     lines = [ln for ln in run.stdout.splitlines() if ln.startswith(PROBE_TAG)]
     if run.returncode != 0 or not lines:
         raise RuntimeError(f'memory probe ({side}) failed:\n{run.stdout}\n{run.stderr}')
@@ -211,6 +231,7 @@ def measure_peak_memory(args: argparse.Namespace, side: str) -> Optional[int]:
 
 def measure_times(args: argparse.Namespace, device: torch.device) -> Dict[str, float]:
     """Student step, teacher forward, distill step and matching per step, in seconds."""
+    torch.manual_seed(args.seed)
     distiller = build_distiller(args.config, device)
     student, teacher = distiller.student, distiller.teacher
     batch = _batch(distiller, args)
@@ -240,7 +261,8 @@ def report(
 
     print(
         f'config: {args.config}\nimages: {args.batch} x {args.size}x{args.size}, '
-        f'device: {args.device}, threads: {torch.get_num_threads()}, iters: {args.iters}'
+        f'device: {args.device}, threads: {torch.get_num_threads()}, iters: {args.iters}, '
+        f'seed: {args.seed}'
     )
     print('| measure | value |\n|---|---|')
     print(f'| student train step | {times["student"]:.3f} s |')

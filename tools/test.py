@@ -14,7 +14,7 @@ from mmengine.config import Config, DictAction
 from mmengine.runner import Runner
 
 import mmdet_detrdistill  # noqa: F401
-from mmdet_detrdistill.utils.cpu_distributed import setup_cpu_distributed
+from mmdet_detrdistill.utils.cpu_distributed import close_distributed, setup_cpu_distributed
 
 
 def parse_args() -> argparse.Namespace:
@@ -59,6 +59,7 @@ def main() -> None:
             raise SystemExit('error: --out must be a .pkl file')
         runner.test_evaluator.metrics.append(DumpDetResults(out_file_path=args.out))
     runner.test()
+    close_distributed()  # on success: gloo aborts at exit otherwise
 
 
 if __name__ == '__main__':

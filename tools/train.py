@@ -15,7 +15,7 @@ from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 import mmdet_detrdistill  # noqa: F401  (registers our modules, safe checkpoint loading)
-from mmdet_detrdistill.utils.cpu_distributed import setup_cpu_distributed
+from mmdet_detrdistill.utils.cpu_distributed import close_distributed, setup_cpu_distributed
 
 
 def parse_args() -> argparse.Namespace:
@@ -93,6 +93,7 @@ def main() -> None:
     setup_cpu_distributed(cfg)  # gloo + device_ids=None when there is no GPU
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
     runner.train()
+    close_distributed()  # on success: gloo aborts at exit otherwise
 
 
 if __name__ == '__main__':

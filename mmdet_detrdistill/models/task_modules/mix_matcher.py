@@ -133,17 +133,27 @@ class MixMatcher:
                 student_logits, student_boxes, teacher_logits, teacher_boxes, img_metas
             )
             if self.batched_fns is None:
-                return torch.stack(
-                    [
-                        self.cost_matrix(*_image_instances(preds, targets, b), img_metas[b])
-                        for b in range(len(img_metas))
-                    ]
-                )
-            cost = sum(
-                fn(c, preds, targets, factors).float()
-                for c, fn in zip(self.match_costs, self.batched_fns)
-            )
-            return _finite(cost)
+                return self._per_image_costs(preds, targets, img_metas)
+            return self._batched_costs(preds, targets, factors)
+
+    def _batched_costs(self, preds: MatchInputs, targets: MatchInputs, factors: Tensor) -> Tensor:
+        """The batched forms of ``match_costs``, all images at once."""
+        cost = sum(
+            fn(c, preds, targets, factors).float()
+            for c, fn in zip(self.match_costs, self.batched_fns)
+        )
+        return _finite(cost)
+
+    def _per_image_costs(
+        self, preds: MatchInputs, targets: MatchInputs, img_metas: List[dict]
+    ) -> Tensor:
+        """``match_costs`` called image by image on mmdet ``InstanceData``."""
+        return torch.stack(
+            [
+                self.cost_matrix(*_image_instances(preds, targets, b), img_metas[b])
+                for b in range(len(img_metas))
+            ]
+        )
 
     def cost_matrix(self, preds: InstanceData, targets: InstanceData, img_meta: dict) -> Tensor:
         """Weighted sum of ``match_costs`` for one image, (num_preds, num_targets), finite."""
