@@ -5,6 +5,7 @@ from .auxiliary_query_groups import AuxiliaryQueryGroups
 from .base_component import DistillComponent
 from .fixed_match_kd import TEACHER_QUERY_GROUP, FixedMatchKD
 from .hungarian_logits_kd import HungarianLogitsKD
+from .matched_pair_kd import MatchedPairKD
 from .query_prior_assignment import QueryPriorAssignment
 from .target_aware_feature_kd import TargetAwareFeatureKD
 from .teacher_guided_assignment import TeacherGuidedAssignment
@@ -15,6 +16,7 @@ __all__ = [
     'DistillComponent',
     'FixedMatchKD',
     'HungarianLogitsKD',
+    'MatchedPairKD',
     'QueryPriorAssignment',
     'TEACHER_QUERY_GROUP',
     'TargetAwareFeatureKD',

@@ -1,27 +1,24 @@
 """Distil each decoder layer through a Hungarian matching of teacher and student predictions."""
 
-from typing import Dict, Optional
+from typing import List, Optional, Tuple
 
-from mmdet.registry import MODELS, TASK_UTILS
-from mmdet.structures import SampleList
+from mmdet.registry import MODELS
 from mmdet.utils import ConfigType
-from torch import Tensor
 
 from ..detectors import OWN_GROUP
 from ..distillers.decoder_outputs import DecoderOutputs
-from .base_component import DistillComponent
-from .pair_losses import ALL_PAIR_LOSSES, build_pair_losses, pair_losses, uses_attention
+from .matched_pair_kd import MatchedPairKD, Pairs
 
 
 @MODELS.register_module()
-class AdaptiveMatchKD(DistillComponent):
+class AdaptiveMatchKD(MatchedPairKD):
     """D3ETR's adaptive matching (and DETRDistill's logits distillation).
 
     In every student decoder layer l, paired with teacher layer t(l) by
     :meth:`MixMatcher.layer_pairs`, the teacher's predictions (all queries, no
     threshold, sigmoid scores as soft labels) are pseudo ground truth: the
     student's own queries are Hungarian-matched to them on the matcher's
-    costs, and every matched pair is distilled (see :func:`pair_losses`).
+    costs, and every matched pair is distilled (see :class:`MatchedPairKD`).
 
     Args:
         prefix (str): Loss-key prefix. Defaults to ``'d3etr.adaptive'``.
@@ -33,7 +30,7 @@ class AdaptiveMatchKD(DistillComponent):
             loss_self_attn, loss_cross_attn. Defaults to None.
     """
 
-    default_losses = ALL_PAIR_LOSSES
+    student_group = OWN_GROUP
 
     def __init__(
         self,
@@ -41,30 +38,19 @@ class AdaptiveMatchKD(DistillComponent):
         matcher: ConfigType = dict(type='MixMatcher', adaptive=True, fixed=False),
         losses: Optional[dict] = None,
     ) -> None:
-        super().__init__(prefix)
-        self.matcher = TASK_UTILS.build(matcher)
-        self.losses = build_pair_losses(losses, self.default_losses, f'{prefix}: losses')
+        super().__init__(prefix, matcher, losses)
 
-    def records_attention(self) -> bool:
-        return uses_attention(self.losses)
-
-    def loss(
+    def layer_pairs(
         self,
         student_out: DecoderOutputs,
         teacher_out: DecoderOutputs,
-        batch_data_samples: SampleList,
-    ) -> Dict[str, Tensor]:
-        """Pair losses of every student layer, keys ``{prefix}.d{l}.{loss}``."""
-        img_metas = [s.metainfo for s in batch_data_samples]
+        layers: Tuple[int, int],
+        img_metas: List[dict],
+    ) -> Pairs:
+        """Hungarian matching of the student's layer to the teacher's."""
+        s_l, t_l = layers
         s_cls, s_box = student_out.group(OWN_GROUP)
         t_cls, t_box = teacher_out.group(OWN_GROUP)
-        out = {}
-        for s_l, t_l in self.matcher.layer_pairs(student_out.num_layers, teacher_out.num_layers):
-            pairs = self.matcher.adaptive_match(
-                s_cls[s_l], s_box[s_l], t_cls[t_l], t_box[t_l], img_metas
-            )
-            layer = pair_losses(
-                self.losses, pairs, (student_out, OWN_GROUP, s_l), (teacher_out, t_l), img_metas
-            )
-            out.update({f'{self.prefix}.d{s_l}.{k}': v for k, v in layer.items()})
-        return out
+        return self.matcher.adaptive_match(
+            s_cls[s_l], s_box[s_l], t_cls[t_l], t_box[t_l], img_metas
+        )

@@ -1,18 +1,17 @@
 """Distil through the teacher's own queries run in the student's decoder (index pairs)."""
 
 import dataclasses
-from typing import Dict, List, Optional
+from typing import List, Optional, Tuple
 
-from mmdet.registry import MODELS, TASK_UTILS
+from mmdet.registry import MODELS
 from mmdet.structures import SampleList
 from mmdet.utils import ConfigType
-from torch import Tensor, nn
+from torch import nn
 
 from ..detectors import OWN_GROUP
 from ..distillers.decoder_outputs import DecoderOutputs
 from ..layers import QueryGroup
-from .base_component import DistillComponent
-from .pair_losses import ALL_PAIR_LOSSES, build_pair_losses, pair_losses, uses_attention
+from .matched_pair_kd import MatchedPairKD, Pairs
 
 TEACHER_QUERY_GROUP = 'teacher_queries'
 
@@ -35,13 +34,13 @@ def teacher_query_group(teacher_out: DecoderOutputs) -> QueryGroup:
 
 
 @MODELS.register_module()
-class FixedMatchKD(DistillComponent):
+class FixedMatchKD(MatchedPairKD):
     """D3ETR's fixed matching (and OD-DETR's initial-query constraint).
 
     The teacher's queries (as they entered its decoder) run through the
     student's decoder as the isolated group ``'teacher_queries'``; in every
     student layer l, query i of the group is paired with teacher query i of
-    layer t(l), and the pairs are distilled (see :func:`pair_losses`).
+    layer t(l), and the pairs are distilled (see :class:`MatchedPairKD`).
 
     Args:
         prefix (str): Loss-key prefix. Defaults to ``'d3etr.fixed'``.
@@ -51,7 +50,7 @@ class FixedMatchKD(DistillComponent):
             ``None`` switches one off. Defaults to None.
     """
 
-    default_losses = ALL_PAIR_LOSSES
+    student_group = TEACHER_QUERY_GROUP
 
     def __init__(
         self,
@@ -59,41 +58,25 @@ class FixedMatchKD(DistillComponent):
         matcher: ConfigType = dict(type='MixMatcher', adaptive=False, fixed=True),
         losses: Optional[dict] = None,
     ) -> None:
-        super().__init__(prefix)
-        self.matcher = TASK_UTILS.build(matcher)
-        self.losses = build_pair_losses(losses, self.default_losses, f'{prefix}: losses')
+        super().__init__(prefix, matcher, losses)
 
     def bind(self, student: nn.Module, teacher: nn.Module) -> None:
         check_same_query_format(student, teacher, f'{self.prefix} (fixed matching)')
         super().bind(student, teacher)
-
-    def records_attention(self) -> bool:
-        return uses_attention(self.losses)
 
     def query_groups(
         self, teacher_out: DecoderOutputs, batch_data_samples: SampleList
     ) -> List[QueryGroup]:
         return [teacher_query_group(teacher_out)]
 
-    def loss(
+    def layer_pairs(
         self,
         student_out: DecoderOutputs,
         teacher_out: DecoderOutputs,
-        batch_data_samples: SampleList,
-    ) -> Dict[str, Tensor]:
-        """Pair losses of every student layer, keys ``{prefix}.d{l}.{loss}``."""
-        img_metas = [s.metainfo for s in batch_data_samples]
+        layers: Tuple[int, int],
+        img_metas: List[dict],
+    ) -> Pairs:
+        """Query i of the group with teacher query i, in every layer."""
         t_cls = teacher_out.group(OWN_GROUP)[0]
         bs, num_t = t_cls.shape[1:3]
-        pairs = self.matcher.fixed_match(bs, num_t, t_cls.device)
-        out = {}
-        for s_l, t_l in self.matcher.layer_pairs(student_out.num_layers, teacher_out.num_layers):
-            layer = pair_losses(
-                self.losses,
-                pairs,
-                (student_out, TEACHER_QUERY_GROUP, s_l),
-                (teacher_out, t_l),
-                img_metas,
-            )
-            out.update({f'{self.prefix}.d{s_l}.{k}': v for k, v in layer.items()})
-        return out
+        return self.matcher.fixed_match(bs, num_t, t_cls.device)

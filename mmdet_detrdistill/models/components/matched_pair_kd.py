@@ -1,0 +1,77 @@
+"""What D3ETR's two matchings share: pairs of queries per decoder layer, distilled."""
+
+from typing import Dict, List, Optional, Tuple
+
+from mmdet.registry import TASK_UTILS
+from mmdet.structures import SampleList
+from mmdet.utils import ConfigType
+from torch import Tensor
+
+from ..distillers.decoder_outputs import DecoderOutputs
+from .base_component import DistillComponent
+from .pair_losses import ALL_PAIR_LOSSES, build_pair_losses, pair_losses, uses_attention
+
+Pairs = Tuple[Tensor, Tensor]  # student, teacher query indices, (bs, K) each
+
+
+class MatchedPairKD(DistillComponent):
+    """Base of the components that pair student queries with teacher queries
+    in every decoder layer and distil each pair (:func:`pair_losses`).
+
+    Subclasses say which student group the pairs live in
+    (:attr:`student_group`) and how a layer's pairs are found
+    (:meth:`layer_pairs`).
+
+    Student layer l is paired with teacher layer t(l) by the matcher's
+    ``layer_pairs``; losses are keyed ``{prefix}.d{l}.{loss}``.
+
+    Args:
+        prefix (str): Loss-key prefix.
+        matcher (dict): Matcher config (a ``MixMatcher``).
+        losses (dict, optional): Pair losses merged over ``default_losses``;
+            ``None`` switches one off. Keys: loss_cls, loss_bbox, loss_iou,
+            loss_self_attn, loss_cross_attn. Defaults to None.
+    """
+
+    default_losses = ALL_PAIR_LOSSES
+    #: the student query group the pairs' student indices refer to
+    student_group: str
+
+    def __init__(self, prefix: str, matcher: ConfigType, losses: Optional[dict] = None) -> None:
+        super().__init__(prefix)
+        self.matcher = TASK_UTILS.build(matcher)
+        self.losses = build_pair_losses(losses, self.default_losses, f'{prefix}: losses')
+
+    def records_attention(self) -> bool:
+        return uses_attention(self.losses)
+
+    def layer_pairs(
+        self,
+        student_out: DecoderOutputs,
+        teacher_out: DecoderOutputs,
+        layers: Tuple[int, int],
+        img_metas: List[dict],
+    ) -> Pairs:
+        """The (student, teacher) query pairs of student/teacher layers ``layers``."""
+        raise NotImplementedError
+
+    def loss(
+        self,
+        student_out: DecoderOutputs,
+        teacher_out: DecoderOutputs,
+        batch_data_samples: SampleList,
+    ) -> Dict[str, Tensor]:
+        """Pair losses of every student layer, keys ``{prefix}.d{l}.{loss}``."""
+        img_metas = [s.metainfo for s in batch_data_samples]
+        out = {}
+        for s_l, t_l in self.matcher.layer_pairs(student_out.num_layers, teacher_out.num_layers):
+            pairs = self.layer_pairs(student_out, teacher_out, (s_l, t_l), img_metas)
+            layer = pair_losses(
+                self.losses,
+                pairs,
+                (student_out, self.student_group, s_l),
+                (teacher_out, t_l),
+                img_metas,
+            )
+            out.update({f'{self.prefix}.d{s_l}.{k}': v for k, v in layer.items()})
+        return out
