@@ -1,7 +1,10 @@
 """Cost of distillation: step time and peak memory, measured side by side in one run.
 
-    python tools/benchmark_step_time.py CONFIG [--size 320] [--batch 2] [--iters 5]
-                                        [--threads N] [--device cpu|cuda]
+    python tools/benchmark_step_time.py CONFIG [CONFIG ...] [--size 320] [--batch 2]
+                                        [--iters 5] [--threads N] [--device cpu|cuda]
+
+Each config is measured in turn (its own table); with several, a summary table
+with one row per config (the README's) is printed at the end.
 
 **Step time**, in this process, as medians over ``--iters`` timed iterations
 (after one warm-up): the student's own training step (forward + backward), the
@@ -74,7 +77,7 @@ PROBE_MMAP_THRESHOLD = 64 * 1024  # glibc: blocks this large are mmapped, unmapp
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('config', help='a distiller config')
+    parser.add_argument('configs', nargs='+', metavar='CONFIG', help='distiller configs')
     parser.add_argument('--size', type=int, default=320, help='image side in pixels')
     parser.add_argument('--batch', type=int, default=2, help='images per step')
     parser.add_argument('--iters', type=int, default=5, help='timed iterations')
@@ -251,10 +254,30 @@ def measure_times(args: argparse.Namespace, device: torch.device) -> Dict[str, f
     return times
 
 
+def ratios(times: Dict[str, float], memory: Dict[str, Optional[int]]) -> Dict[str, Optional[float]]:
+    """Step ratio, matching share and memory ratio (None where memory was not measured)."""
+    measured = bool(memory['student']) and memory['distill'] is not None
+    return dict(
+        step=times['distill'] / (times['student'] + times['teacher']),
+        matching=times['matching'] / times['distill'],
+        memory=memory['distill'] / memory['student'] if measured else None,
+    )
+
+
+def summary_row(args: argparse.Namespace, times: Dict[str, float], r: Dict) -> str:
+    """One row of the summary table (the README's columns)."""
+    memory = 'n/a' if r['memory'] is None else f'{r["memory"]:.2f}'
+    return (
+        f'| `{args.config}` | {args.batch} x {args.size} px | {times["student"]:.3f} '
+        f'| {times["teacher"]:.3f} | {times["distill"]:.3f} | {r["step"]:.2f} '
+        f'| {r["matching"]:.1%} | {memory} |'
+    )
+
+
 def report(
     args: argparse.Namespace, times: Dict[str, float], memory: Dict[str, Optional[int]]
-) -> None:
-    """Print the measurements as a markdown table and the ratios."""
+) -> Dict:
+    """Print the measurements as a markdown table and the ratios; return the ratios."""
 
     def mib(side: str) -> str:
         return 'n/a' if memory[side] is None else f'{memory[side] / 2.0**20:.1f} MiB'
@@ -271,14 +294,22 @@ def report(
     print(f'| matching per step | {times["matching"]:.3f} s |')
     print(f'| peak memory, student step alone | {mib("student")} |')
     print(f'| peak memory, distill step | {mib("distill")} |')
-    ratio = times['distill'] / (times['student'] + times['teacher'])
-    print(f'ratio distill / (student step + teacher forward): {ratio:.3f}')
-    print(f'matching share of the distill step: {times["matching"] / times["distill"]:.1%}')
-    if memory['student'] and memory['distill'] is not None:
-        mem_ratio = f'{memory["distill"] / memory["student"]:.3f}'
-    else:
-        mem_ratio = 'n/a (CPU peak memory needs Linux /proc/self/clear_refs)'
+    r = ratios(times, memory)
+    print(f'ratio distill / (student step + teacher forward): {r["step"]:.3f}')
+    print(f'matching share of the distill step: {r["matching"]:.1%}')
+    mem_ratio = (
+        'n/a (CPU peak memory needs Linux /proc/self/clear_refs)'
+        if r['memory'] is None
+        else f'{r["memory"]:.3f}'
+    )
     print(f'peak memory ratio distill step / student step alone: {mem_ratio}')
+    return r
+
+
+SUMMARY_HEADER = (
+    '| config | images | student step (s) | teacher fwd (s) | distill step (s) | step ratio '
+    '| matching | memory ratio |\n|---|---|---|---|---|---|---|---|'
+)
 
 
 def main() -> None:
@@ -288,11 +319,20 @@ def main() -> None:
     register_all_modules()
     device = torch.device(args.device)
     if args.memory_probe:
+        args.config = args.configs[0]
         print(f'{PROBE_TAG} {json.dumps(dict(peak_bytes=memory_probe(args, device)))}')
         return
-    times = measure_times(args, device)
-    memory = {side: measure_peak_memory(args, side) for side in ('student', 'distill')}
-    report(args, times, memory)
+    rows = []
+    for i, config in enumerate(args.configs):
+        if len(args.configs) > 1:
+            print(f'\n[{i + 1}/{len(args.configs)}] {config}', flush=True)
+        args.config = config
+        times = measure_times(args, device)
+        memory = {side: measure_peak_memory(args, side) for side in ('student', 'distill')}
+        rows.append(summary_row(args, times, report(args, times, memory)))
+    if len(rows) > 1:
+        print(f'\nsummary (threads: {torch.get_num_threads()}, device: {args.device})')
+        print('\n'.join([SUMMARY_HEADER, *rows]))
 
 
 if __name__ == '__main__':

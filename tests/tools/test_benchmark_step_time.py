@@ -25,3 +25,28 @@ def test_benchmark_reports_time_matching_and_memory():
     ratio = _value(r'peak memory ratio distill step / student step alone: ([\d.]+)', out)
     assert abs(ratio - distill / student) < 0.01
     assert _value(r'ratio distill / \(student step \+ teacher forward\): ([\d.]+)', out) > 0
+
+
+def test_several_configs_give_one_summary_row_each():
+    configs = [CONFIG, 'configs/oddetr/oddetr_tiny-s_1xb8-synth.py']
+    args = [
+        'tools/benchmark_step_time.py',
+        *configs,
+        '--size',
+        '64',
+        '--batch',
+        '1',
+        '--iters',
+        '1',
+    ]
+    run = run_tool(args)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    summary = run.stdout.split('\nsummary')[-1]
+    rows = [ln for ln in summary.splitlines() if ln.startswith('| `')]
+    assert [ln.split('`')[1] for ln in rows] == configs
+    for config, row in zip(configs, rows):
+        cells = [c.strip() for c in row.strip('|').split('|')]
+        assert len(cells) == 8 and cells[1] == '1 x 64 px'
+        per_config = run.stdout.split(f'config: {config}')[1]
+        step = _value(r'ratio distill / \(student step \+ teacher forward\): ([\d.]+)', per_config)
+        assert abs(float(cells[5]) - step) <= 0.0051  # the summary repeats the per-config ratio
