@@ -62,25 +62,38 @@ def evaluations(log_file: str) -> Dict[int, Dict[str, float]]:
 
 
 def spread(values: List[float]) -> str:
-    """'mean ± std' in AP points (n/a when COCO reports -1: no object of that size)."""
+    """'mean ± sample std' in AP points; the mean alone for one seed; n/a when COCO reports
+    -1 (no object of that size) or there is no value."""
     if not values or any(v < 0 for v in values):
         return 'n/a'
     mean = 100 * statistics.mean(values)
-    std = 100 * statistics.stdev(values) if len(values) > 1 else 0.0
-    return f'{mean:.1f} ± {std:.1f}'
+    if len(values) == 1:
+        return f'{mean:.1f}'
+    return f'{mean:.1f} ± {100 * statistics.stdev(values):.1f}'
 
 
 def summary_table(runs: Dict, teachers: Dict, short: int, long: int, seeds: List[int]) -> str:
-    """Markdown: family | model | schedule | AP ... | teacher AP."""
-    head = '| family | student | iters | AP | AP50 | AP75 | AP_s | AP_m | AP_l | AP (teacher) |'
-    rows = [head, '|' + '---|' * 10]
+    """Markdown: family | student | iters | AP ... AP_l | ΔAP vs baseline | teacher AP.
+
+    ΔAP is the difference of the mean APs over seeds (the baseline's row has none)."""
+    head = (
+        '| family | student | iters | AP | AP50 | AP75 | AP_s | AP_m | AP_l '
+        '| ΔAP vs baseline | AP (teacher) |'
+    )
+    rows = [head, '|' + '---|' * 11]
     for family, by_method in runs.items():
         t_ap = 100 * teachers[family]['metrics']['bbox_mAP']
         for iters in (short, long):
+            mean_ap = {}
             for method, by_seed in by_method.items():
                 at = [by_seed[s][iters] for s in seeds if iters in by_seed.get(s, {})]
+                if at:
+                    mean_ap[method] = 100 * statistics.mean(m['bbox_mAP'] for m in at)
                 cells = ' | '.join(spread([m[k] for m in at]) for k in METRICS)
-                rows.append(f'| {family} | {method} | {iters} | {cells} | {t_ap:.1f} |')
+                gain = '—'
+                if method != 'baseline' and {method, 'baseline'} <= set(mean_ap):
+                    gain = f'{mean_ap[method] - mean_ap["baseline"]:+.1f}'
+                rows.append(f'| {family} | {method} | {iters} | {cells} | {gain} | {t_ap:.1f} |')
     return '\n'.join(rows)
 
 
@@ -148,7 +161,7 @@ def main() -> None:
         f'Generated data `{data_root}` ({num_train} train / {num_val} val images, 128 px); '
         f'students trained {s_iters} iterations (short schedule: the evaluation at {short}), '
         f'seeds {args.seeds}; teacher {t_iters} iterations, seed 0. COCO box AP (%), '
-        'mean ± sample std over seeds.'
+        'mean ± sample std over seeds; ΔAP: difference of the mean APs.'
     )
     os.makedirs(args.work_dir, exist_ok=True)
     for family, by_method in runs.items():

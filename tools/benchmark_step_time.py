@@ -251,6 +251,7 @@ def measure_times(args: argparse.Namespace, device: torch.device) -> Dict[str, f
     with _timed_matching(match_times, device):
         times['distill'] = _time(train_step(distiller, batch), args.iters, device)
     times['matching'] = sum(match_times) / (args.iters + 1)
+    times['matching_calls'] = len(match_times)  # 0: the method matches no teacher to student
     return times
 
 
@@ -264,13 +265,18 @@ def ratios(times: Dict[str, float], memory: Dict[str, Optional[int]]) -> Dict[st
     )
 
 
+def _share(times: Dict[str, float], r: Dict) -> str:
+    """The matching share, or a dash for a method without teacher-student matching."""
+    return f'{r["matching"]:.1%}' if times['matching_calls'] else '— (none)'
+
+
 def summary_row(args: argparse.Namespace, times: Dict[str, float], r: Dict) -> str:
     """One row of the summary table (the README's columns)."""
     memory = 'n/a' if r['memory'] is None else f'{r["memory"]:.2f}'
     return (
         f'| `{args.config}` | {args.batch} x {args.size} px | {times["student"]:.3f} '
         f'| {times["teacher"]:.3f} | {times["distill"]:.3f} | {r["step"]:.2f} '
-        f'| {r["matching"]:.1%} | {memory} |'
+        f'| {_share(times, r)} | {memory} |'
     )
 
 
@@ -296,7 +302,7 @@ def report(
     print(f'| peak memory, distill step | {mib("distill")} |')
     r = ratios(times, memory)
     print(f'ratio distill / (student step + teacher forward): {r["step"]:.3f}')
-    print(f'matching share of the distill step: {r["matching"]:.1%}')
+    print(f'matching share of the distill step: {_share(times, r)}')
     mem_ratio = (
         'n/a (CPU peak memory needs Linux /proc/self/clear_refs)'
         if r['memory'] is None

@@ -50,3 +50,6 @@ def test_several_configs_give_one_summary_row_each():
         per_config = run.stdout.split(f'config: {config}')[1]
         step = _value(r'ratio distill / \(student step \+ teacher forward\): ([\d.]+)', per_config)
         assert abs(float(cells[5]) - step) <= 0.0051  # the summary repeats the per-config ratio
+    d3etr, oddetr = ([c.strip() for c in row.strip('|').split('|')] for row in rows)
+    assert d3etr[6].endswith('%') and float(d3etr[6][:-1]) > 0
+    assert oddetr[6] == '— (none)'  # OD-DETR matches no teacher predictions to the student's

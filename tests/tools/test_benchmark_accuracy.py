@@ -1,0 +1,67 @@
+"""tools/benchmark_accuracy.py: log parsing, mean ± spread, and the summary table."""
+
+import os.path as osp
+import statistics
+import sys
+
+import pytest
+
+sys.path.insert(0, osp.join(osp.dirname(__file__), '..', '..', 'tools'))
+from benchmark_accuracy import evaluations, spread, summary_table  # noqa: E402
+
+METRICS = ('bbox_mAP', 'bbox_mAP_50', 'bbox_mAP_75', 'bbox_mAP_s', 'bbox_mAP_m', 'bbox_mAP_l')
+
+
+def _metrics(ap: float) -> dict:
+    return {k: (-1.0 if k == 'bbox_mAP_l' else ap) for k in METRICS}
+
+
+def test_spread_is_mean_and_sample_std_in_points():
+    assert spread([0.01, 0.03]) == f'2.0 ± {100 * statistics.stdev([0.01, 0.03]):.1f}'
+    assert spread([0.025]) == '2.5'  # one seed: no spread is claimed
+    assert spread([0.02, -1.0]) == 'n/a'  # COCO's -1: no object of that size
+    assert spread([]) == 'n/a'
+
+
+def test_evaluations_reads_every_validation_by_iteration(tmp_path):
+    log = tmp_path / 'run.log'
+    log.write_text(
+        'Iter(train) [ 50/100]  lr: 1e-4  loss: 3.0\n'
+        'Iter(val) [1/1]    coco/bbox_mAP: 0.0120  coco/bbox_mAP_50: 0.0400  data_time: 0.1\n'
+        'Iter(train) [100/100]  lr: 1e-4  loss: 2.0\n'
+        'Iter(val) [1/1]    coco/bbox_mAP: 0.0250  coco/bbox_mAP_50: -1.0000\n'
+    )
+    assert evaluations(str(log)) == {
+        50: {'bbox_mAP': 0.012, 'bbox_mAP_50': 0.04},
+        100: {'bbox_mAP': 0.025, 'bbox_mAP_50': -1.0},
+    }
+
+
+def test_summary_table_rows_and_gain_over_baseline():
+    runs = {
+        'conditional': {
+            'baseline': {0: {5: _metrics(0.01), 10: _metrics(0.02)}, 1: {10: _metrics(0.04)}},
+            'D3ETR': {0: {5: _metrics(0.02), 10: _metrics(0.05)}, 1: {10: _metrics(0.05)}},
+        }
+    }
+    teachers = {'conditional': {'metrics': {'bbox_mAP': 0.1}}}
+    table = summary_table(runs, teachers, short=5, long=10, seeds=[0, 1]).splitlines()
+    rows = [[c.strip() for c in r.strip('|').split('|')] for r in table[2:]]
+    assert [r[:3] for r in rows] == [
+        ['conditional', 'baseline', '5'],
+        ['conditional', 'D3ETR', '5'],
+        ['conditional', 'baseline', '10'],
+        ['conditional', 'D3ETR', '10'],
+    ]
+    assert all(len(r) == len(table[0].strip('|').split('|')) for r in rows)
+    assert rows[0][3] == '1.0' and rows[1][3] == '2.0'  # short: seed 1 has no evaluation there
+    assert rows[2][3] == f'3.0 ± {100 * statistics.stdev([0.02, 0.04]):.1f}'
+    assert rows[2][8] == 'n/a'  # AP_l
+    assert rows[0][9] == rows[2][9] == '—'  # no gain for the baseline itself
+    assert rows[1][9] == '+1.0' and rows[3][9] == '+2.0'
+    assert all(r[10] == '10.0' for r in rows)
+
+
+@pytest.mark.parametrize('values', [[0.0, 0.0], [0.031, 0.031, 0.031]])
+def test_equal_seeds_have_zero_spread(values):
+    assert spread(values).endswith('± 0.0')
