@@ -19,7 +19,9 @@ def setup_cpu_distributed(cfg: Config) -> bool:
         return False
     if not dist.is_initialized():
         dist.init_process_group('gloo')  # env:// variables set by torchrun / slurm
-    cfg.setdefault('env_cfg', {}).setdefault('dist_cfg', {})['backend'] = 'gloo'
+    env_cfg = dict(cfg.get('env_cfg') or {})  # (ConfigDict.setdefault returns a detached dict)
+    env_cfg['dist_cfg'] = dict(env_cfg.get('dist_cfg') or {}, backend='gloo')
+    cfg.env_cfg = env_cfg
     wrapper = dict(cfg.get('model_wrapper_cfg') or {})
     wrapper.setdefault('type', 'MMDistributedDataParallel')
     wrapper.setdefault('broadcast_buffers', False)
