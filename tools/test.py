@@ -14,7 +14,11 @@ from mmengine.config import Config, DictAction
 from mmengine.runner import Runner
 
 import mmdet_detrdistill  # noqa: F401
-from mmdet_detrdistill.utils.cpu_distributed import close_distributed, setup_cpu_distributed
+from mmdet_detrdistill.utils.cpu_distributed import (
+    close_distributed,
+    end_cpu_distributed_process,
+    setup_cpu_distributed,
+)
 
 
 def parse_args() -> argparse.Namespace:
@@ -49,7 +53,7 @@ def main() -> None:
     elif cfg.get('work_dir') is None:
         cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
     cfg.load_from = args.checkpoint
-    setup_cpu_distributed(cfg)  # gloo + device_ids=None when there is no GPU
+    cpu_distributed = setup_cpu_distributed(cfg)  # gloo + device_ids=None without a GPU
     if args.show_dir:
         vis = cfg.default_hooks.visualization
         vis.update(draw=True, test_out_dir=args.show_dir)
@@ -59,7 +63,9 @@ def main() -> None:
             raise SystemExit('error: --out must be a .pkl file')
         runner.test_evaluator.metrics.append(DumpDetResults(out_file_path=args.out))
     runner.test()
-    close_distributed()  # on success: gloo aborts at exit otherwise
+    if cpu_distributed:
+        end_cpu_distributed_process()  # see its docstring: torch aborts at teardown
+    close_distributed()  # on success only: every rank must reach it
 
 
 if __name__ == '__main__':

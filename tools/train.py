@@ -15,7 +15,11 @@ from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 import mmdet_detrdistill  # noqa: F401  (registers our modules, safe checkpoint loading)
-from mmdet_detrdistill.utils.cpu_distributed import close_distributed, setup_cpu_distributed
+from mmdet_detrdistill.utils.cpu_distributed import (
+    close_distributed,
+    end_cpu_distributed_process,
+    setup_cpu_distributed,
+)
 
 
 def parse_args() -> argparse.Namespace:
@@ -90,10 +94,12 @@ def main() -> None:
     args = parse_args()
     setup_cache_size_limit_of_dynamo()
     cfg = build_cfg(args)
-    setup_cpu_distributed(cfg)  # gloo + device_ids=None when there is no GPU
+    cpu_distributed = setup_cpu_distributed(cfg)  # gloo + device_ids=None without a GPU
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
     runner.train()
-    close_distributed()  # on success: gloo aborts at exit otherwise
+    if cpu_distributed:
+        end_cpu_distributed_process()  # see its docstring: torch aborts at teardown
+    close_distributed()  # on success only: every rank must reach it
 
 
 if __name__ == '__main__':

@@ -1,6 +1,10 @@
 """Let mmdet's launchers (``--launcher pytorch``) run on CPU-only machines, with gloo,
 and end distributed runs cleanly."""
 
+import logging
+import os
+import sys
+
 import torch
 import torch.distributed as dist
 from mmengine.config import Config
@@ -42,3 +46,24 @@ def close_distributed() -> None:
     """
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def end_cpu_distributed_process() -> None:
+    """End a finished CPU (gloo) distributed worker without interpreter teardown.
+
+    Call it last, after a successful run set up by :func:`setup_cpu_distributed`.
+    With torch 2.13 on CPU, a worker whose run has finished (checkpoint saved,
+    evaluation logged, process group destroyed) still aborts now and then
+    during interpreter finalization, with ``terminate called without an
+    active exception`` and no Python frame on the stack (``faulthandler``).
+    torchrun then reports the whole job as failed. Seen in about 1 run in 10
+    under load, never in isolation; the thread behind it was not identified.
+    So the process group is destroyed and logs and streams are flushed, and the
+    process exits with status 0 directly (``os._exit``), skipping the
+    finalization where the abort happens. Never used on CUDA.
+    """
+    close_distributed()
+    logging.shutdown()  # flushes and closes every handler (mmengine's log file too)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)

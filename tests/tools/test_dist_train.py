@@ -1,4 +1,4 @@
-"""tools/dist_train.sh runs a 2-process distillation on CPU (gloo), as on GPUs."""
+"""tools/dist_train.sh and tools/dist_test.sh run 2 processes on CPU (gloo), as on GPUs."""
 
 import os
 import os.path as osp
@@ -23,3 +23,15 @@ def test_dist_train_two_processes_on_cpu(tmp_path):
     assert 'Distributed training: True' in out and 'Iter(train) [3/3]' in out
     assert 'coco/bbox_mAP' in out  # distributed evaluation gathered both ranks' results
     assert osp.isfile(tmp_path / 'wd' / 'iter_3.pth')
+
+    # the checkpoint it wrote, evaluated by 2 processes; every rank exits with status 0
+    env['PORT'] = str(free_port())
+    ckpt = str(tmp_path / 'wd' / 'iter_3.pth')
+    test = run_tool(
+        ['bash', 'tools/dist_test.sh', CONFIG, ckpt, '2', '--work-dir', str(tmp_path / 'test')],
+        synth_train_options(data, 3),
+        env=env,
+    )
+    out = test.stdout + test.stderr
+    assert test.returncode == 0, out[-4000:]
+    assert 'Distributed training: True' in out and 'coco/bbox_mAP' in out
