@@ -256,18 +256,19 @@ def measure_times(args: argparse.Namespace, device: torch.device) -> Dict[str, f
 
 
 def ratios(times: Dict[str, float], memory: Dict[str, Optional[int]]) -> Dict[str, Optional[float]]:
-    """Step ratio, matching share and memory ratio (None where memory was not measured)."""
+    """Step ratio, matching share and memory ratio; None for a matching share of a method
+    without teacher-student matching, and for memory that was not measured."""
     measured = bool(memory['student']) and memory['distill'] is not None
     return dict(
         step=times['distill'] / (times['student'] + times['teacher']),
-        matching=times['matching'] / times['distill'],
+        matching=times['matching'] / times['distill'] if times['matching_calls'] else None,
         memory=memory['distill'] / memory['student'] if measured else None,
     )
 
 
-def _share(times: Dict[str, float], r: Dict) -> str:
+def _share(r: Dict) -> str:
     """The matching share, or a dash for a method without teacher-student matching."""
-    return f'{r["matching"]:.1%}' if times['matching_calls'] else '— (none)'
+    return '— (none)' if r['matching'] is None else f'{r["matching"]:.1%}'
 
 
 def summary_row(args: argparse.Namespace, times: Dict[str, float], r: Dict) -> str:
@@ -276,7 +277,7 @@ def summary_row(args: argparse.Namespace, times: Dict[str, float], r: Dict) -> s
     return (
         f'| `{args.config}` | {args.batch} x {args.size} px | {times["student"]:.3f} '
         f'| {times["teacher"]:.3f} | {times["distill"]:.3f} | {r["step"]:.2f} '
-        f'| {_share(times, r)} | {memory} |'
+        f'| {_share(r)} | {memory} |'
     )
 
 
@@ -302,7 +303,7 @@ def report(
     print(f'| peak memory, distill step | {mib("distill")} |')
     r = ratios(times, memory)
     print(f'ratio distill / (student step + teacher forward): {r["step"]:.3f}')
-    print(f'matching share of the distill step: {_share(times, r)}')
+    print(f'matching share of the distill step: {_share(r)}')
     mem_ratio = (
         'n/a (CPU peak memory needs Linux /proc/self/clear_refs)'
         if r['memory'] is None

@@ -38,11 +38,10 @@ def setup_cpu_distributed(cfg: Config) -> bool:
 def close_distributed() -> None:
     """Destroy the default process group, if any, after a run that finished.
 
-    Call it on success only: every rank must reach it (a rank that failed
-    would leave the others waiting here). Without it, gloo's worker threads
-    can still be alive while the interpreter shuts down, and the process
-    aborts with ``terminate called without an active exception`` (SIGABRT)
-    after training has finished, which makes torchrun report the job failed.
+    PyTorch asks every process to do this at the end of ``main``. Call it on
+    success only: every rank must reach it (a rank that failed would leave
+    the others waiting here). On CPU it is not enough to avoid an abort at
+    interpreter teardown: see :func:`end_cpu_distributed_process`.
     """
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
