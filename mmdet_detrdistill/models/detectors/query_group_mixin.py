@@ -1,14 +1,17 @@
 """Run extra query groups through a DETR decoder in the same pass as its own."""
 
+from contextlib import nullcontext
 from typing import Dict, List, Sequence, Tuple
 
 from mmdet.structures import OptSampleList
 from torch import Tensor, nn
 
 from ..layers import (
+    FoldedGroupSelfAttention,
     QueryGroup,
     build_group_self_attn_mask,
     build_padded_group_self_attn_mask,
+    can_fold,
     group_slices,
 )
 
@@ -25,7 +28,15 @@ class QueryGroupMixin:
     :meth:`decoder_attention_modules`.
     Inference (``predict``/``_forward``) is untouched and runs the own group
     alone, exactly as the mmdet parent class does.
+
+    Attributes:
+        fold_group_self_attention (bool): Run the self-attention of equal-size,
+            unpadded groups folded into the batch axis instead of under a
+            block-diagonal mask (same outputs, less work; see
+            :class:`FoldedGroupSelfAttention`). Defaults to True.
     """
+
+    fold_group_self_attention = True
 
     def forward_transformer_with_groups(
         self,
@@ -53,16 +64,36 @@ class QueryGroupMixin:
         all_groups = [own] + list(groups)
         sizes = [g.num_queries for g in all_groups]
         slices = group_slices([g.name for g in all_groups], sizes)
+        folding = nullcontext()
         if groups:
             decoder_inputs = self.merge_query_groups(decoder_inputs, all_groups)
-            if any(g.valid is not None for g in all_groups):  # padded groups: per-image masks
+            if self.folds_self_attention(all_groups):
+                modules = self.decoder_attention_modules()['self']
+                folding = FoldedGroupSelfAttention(modules, len(all_groups))
+            elif any(g.valid is not None for g in all_groups):  # padded: per-image masks
                 num_heads = self.decoder.layers[0].self_attn.num_heads
-                mask = build_padded_group_self_attn_mask(all_groups, num_heads)
+                decoder_inputs['self_attn_mask'] = build_padded_group_self_attn_mask(
+                    all_groups, num_heads
+                )
             else:
-                mask = build_group_self_attn_mask(sizes, all_groups[0].query.device)
-            decoder_inputs['self_attn_mask'] = mask
-        head_inputs.update(self.forward_decoder(**decoder_inputs))
+                decoder_inputs['self_attn_mask'] = build_group_self_attn_mask(
+                    sizes, all_groups[0].query.device
+                )
+        with folding:
+            head_inputs.update(self.forward_decoder(**decoder_inputs))
         return head_inputs, slices, own
+
+    def folds_self_attention(self, groups: Sequence[QueryGroup]) -> bool:
+        """Whether ``groups`` (own group first) run their self-attention folded
+        into the batch axis: more than one group, all of one size, none padded,
+        batch-first attention modules, and ``fold_group_self_attention`` on."""
+        return (
+            self.fold_group_self_attention
+            and len(groups) > 1
+            and len({g.num_queries for g in groups}) == 1
+            and all(g.valid is None for g in groups)
+            and all(can_fold(m) for m in self.decoder_attention_modules()['self'])
+        )
 
     def query_format(self) -> Tuple:
         """What a query group of this model looks like; two models can swap

@@ -185,6 +185,10 @@ class DETRDistillerBase(BaseDetector):
             head_inputs['hidden_states'], head_inputs['references']
         )
         attn = recorder.maps if record_attention else {}
+        if attn and model.folds_self_attention([own, *groups]):
+            # folded self-attention recorded (bs * G, n, n): per-group maps (bs, G, n, n)
+            bs = batch_inputs.shape[0]
+            attn['self'] = [m.view(bs, len(slices), *m.shape[1:]) for m in attn['self']]
         return DecoderOutputs(cls_scores, bbox_preds, slices, own, attn, head_inputs, feats)
 
     def student_gt_loss(

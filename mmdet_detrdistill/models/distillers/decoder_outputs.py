@@ -17,8 +17,11 @@ class DecoderOutputs:
         bbox_preds (Tensor): Normalised cxcywh boxes, (num_layers, bs, N, 4).
         slices (dict[str, slice]): Where each query group sits among the N.
         attn (dict[str, list[Tensor]]): Head-averaged attention maps per kind
-            (``'self'``: (bs, N, N), ``'cross'``: (bs, N, num_keys)) and layer;
-            empty when not recorded.
+            and layer: ``'self'``: (bs, N, N), or (bs, G, n, n) per group when
+            the G groups ran their self-attention folded (they see only
+            themselves, see :class:`FoldedGroupSelfAttention`); ``'cross'``:
+            (bs, N, num_keys). Empty when not recorded. Read them through
+            :meth:`self_attn` and :meth:`cross_attn`.
         own_queries (QueryGroup): The model's own queries as they entered
             its decoder (a teacher's are a student's fixed-matching group).
         head_inputs (dict): The head inputs the decoder produced.
@@ -50,8 +53,11 @@ class DecoderOutputs:
 
     def self_attn(self, name: str, layer: int) -> Tensor:
         """Self-attention of a group among itself, (bs, n, n)."""
+        attn = self.attn['self'][layer]
+        if attn.dim() == 4:  # folded: one map per group, in slice order
+            return attn[:, list(self.slices).index(name)]
         s = self.slices[name]
-        return self.attn['self'][layer][:, s, s]
+        return attn[:, s, s]
 
     def cross_attn(self, name: str, layer: int) -> Tensor:
         """Cross-attention of a group's queries to the memory, (bs, n, keys)."""
