@@ -139,3 +139,160 @@ def test_distillation_losses_unchanged_by_folding(family, method, monkeypatch):
     assert entered == [1] and folded.keys() == masked.keys()
     for key in folded:
         torch.testing.assert_close(folded[key], masked[key], atol=1e-4, rtol=1e-4, msg=key)
+
+
+def _padded_group(own, name, seed, size, valid_per_image):
+    """A group of ``size`` queries per image, the first ``valid_per_image[b]`` real."""
+    group = _noisy_copy(own, name, seed)
+    cut = dict(query=group.query[:, :size])
+    if group.query_pos is not None:
+        cut['query_pos'] = group.query_pos[:, :size]
+    if group.reference is not None:
+        cut['reference'] = group.reference[:, :size]
+    valid = torch.arange(size)[None] < torch.tensor(valid_per_image)[:, None]
+    return dataclasses.replace(group, valid=valid, **cut)
+
+
+def _tail_layout(model, batch):
+    """OD-DETR's layout: own, an equal group, then two padded groups of 4 slots."""
+    own = _own(model, batch)
+    bs = own.query.shape[0]
+    return own, [
+        _noisy_copy(own, 'init', 1),
+        _padded_group(own, 'aux0', 2, 4, [4, 2][:bs]),
+        _padded_group(own, 'aux1', 3, 4, [2, 4][:bs]),
+    ]
+
+
+@pytest.mark.parametrize('family', FAMILIES)
+def test_folded_head_with_masked_tail_equals_masked_outputs_and_gradients(family):
+    model = _model(family)
+    batch = make_batch(model)
+    own, groups = _tail_layout(model, batch)
+    assert model.num_folded_groups([own, *groups]) == 2
+    assert not model.folds_self_attention([own, *groups])
+    calls = []
+    attn = model.decoder_attention_modules()['self'][0]
+    handle = attn.register_forward_hook(  # runs before the fold's own forward hook
+        lambda m, a, kw, out: calls.append((tuple(out.shape), kw.get('attn_mask') is not None)),
+        with_kwargs=True,
+    )
+    split, slices = _hidden(model, batch, groups, fold=True)
+    handle.remove()
+    split_grads = torch.autograd.grad(split.square().sum(), list(model.decoder.parameters()))
+    masked, _ = _hidden(model, batch, groups, fold=False)
+    masked_grads = torch.autograd.grad(masked.square().sum(), list(model.decoder.parameters()))
+    bs, n = own.query.shape[:2]
+    # two calls per layer: the folded head (bs*2, n) without a mask, the tail (bs, 8) with one
+    dim = own.query.shape[2]
+    assert calls == [((bs * 2, n, dim), False), ((bs, 8, dim), True)]
+    valid = torch.cat([torch.ones(bs, 2 * n, dtype=torch.bool)] + [g.valid for g in groups[1:]], 1)
+    # padding slots only see themselves in both paths; compare real queries (and all of them)
+    torch.testing.assert_close(split[:, valid], masked[:, valid], **CLOSE)
+    torch.testing.assert_close(split, masked, **CLOSE)
+    for s, m in zip(split_grads, masked_grads):
+        torch.testing.assert_close(s, m, atol=1e-4, rtol=1e-4)
+    assert list(slices) == ['own', 'init', 'aux0', 'aux1']
+
+
+@pytest.mark.parametrize('family', FAMILIES)
+def test_folded_head_and_tail_cannot_see_each_other(family):
+    model = _model(family)
+    batch = make_batch(model)
+    own, groups = _tail_layout(model, batch)
+    other_tail = [groups[0], groups[1], _padded_group(own, 'aux1', 9, 4, [2, 4])]
+    other_head = [_noisy_copy(own, 'init', 7), groups[1], groups[2]]
+    with torch.no_grad():
+        base, sl = _hidden(model, batch, groups, fold=True)
+        tail_changed, _ = _hidden(model, batch, other_tail, fold=True)
+        head_changed, _ = _hidden(model, batch, other_head, fold=True)
+    head = slice(0, sl['init'].stop)
+    torch.testing.assert_close(tail_changed[:, :, head], base[:, :, head], **CLOSE)
+    torch.testing.assert_close(tail_changed[:, :, sl['aux0']], base[:, :, sl['aux0']], **CLOSE)
+    torch.testing.assert_close(head_changed[:, :, sl['own']], base[:, :, sl['own']], **CLOSE)
+    for name in ('aux0', 'aux1'):
+        torch.testing.assert_close(head_changed[:, :, sl[name]], base[:, :, sl[name]], **CLOSE)
+
+
+def test_fold_plan_per_layout():
+    model = _model('conditional')
+    own = _own(model, make_batch(model))
+    same = _noisy_copy(own, 'a', 1)
+    smaller = dataclasses.replace(same, query=same.query[:, :5], query_pos=same.query_pos[:, :5])
+    padded = dataclasses.replace(same, valid=torch.ones(same.query.shape[:2], dtype=torch.bool))
+    assert model.num_folded_groups([own, same, same, smaller]) == 3
+    assert model.num_folded_groups([own, same, padded]) == 2
+    assert model.num_folded_groups([own, smaller, same]) == 0  # the equal groups must lead
+    assert model.num_folded_groups([own]) == 0
+    assert model.group_self_attn_mask([smaller]) is None  # one unpadded tail group: no mask
+    model.fold_group_self_attention = False
+    assert model.num_folded_groups([own, same, padded]) == 0
+
+
+def test_unpadded_tail_of_another_size_runs_unmasked_and_matches():
+    model = _model('conditional')
+    batch = make_batch(model)
+    own = _own(model, batch)
+    same = _noisy_copy(own, 'a', 1)
+    smaller = _noisy_copy(own, 'b', 2)
+    smaller = dataclasses.replace(
+        smaller, query=smaller.query[:, :5], query_pos=smaller.query_pos[:, :5]
+    )
+    with torch.no_grad():
+        split, _ = _hidden(model, batch, [same, smaller], fold=True)
+        masked, _ = _hidden(model, batch, [same, smaller], fold=False)
+    torch.testing.assert_close(split, masked, **CLOSE)
+
+
+def test_tail_mask_must_cover_the_tail():
+    attn = _model('conditional').decoder.layers[0].self_attn
+    with pytest.raises(ValueError, match='tail_mask covers 3 queries'):
+        FoldedGroupSelfAttention([attn], 2, tail_queries=4, tail_mask=torch.zeros(3, 3).bool())
+
+
+@pytest.mark.parametrize('family', FAMILIES)
+def test_oddetr_losses_unchanged_by_folding_with_a_tail(family, monkeypatch):
+    """OD-DETR (own + initial-query group folded, auxiliary groups as the tail)."""
+    tails = []
+    init = FoldedGroupSelfAttention.__init__
+
+    def spy(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        tails.append(self.tail_queries)
+
+    monkeypatch.setattr(FoldedGroupSelfAttention, '__init__', spy)
+    torch.manual_seed(0)
+    cfg = distiller_cfg(tiny_detr_cfg(family), tiny_detr_cfg(family), 'ODDETRDistiller')
+    model = MODELS.build(cfg)
+    model.init_weights()
+    model.eval()  # dropout off
+    batch = make_batch(model)
+    with torch.no_grad():
+        split = model(**batch, mode='loss')
+        assert len(tails) == 1 and tails[0] > 0  # folded, with the auxiliary groups as tail
+        model.student.fold_group_self_attention = False
+        masked = model(**batch, mode='loss')
+    assert len(tails) == 1 and split.keys() == masked.keys()
+    for key in split:
+        torch.testing.assert_close(split[key], masked[key], atol=1e-4, rtol=1e-4, msg=key)
+
+
+@pytest.mark.parametrize('family', ['conditional', 'deformable'])
+def test_recording_attention_runs_a_tail_layout_under_one_mask(family):
+    """A recorder keeps one map per layer: with a tail layout the decoder runs masked, and the
+    maps are the masked path's full (bs, N, N) maps."""
+    from mmdet_detrdistill.models.distillers import DETRDistillerBase
+
+    model = _model(family)
+    batch = make_batch(model)
+    own, groups = _tail_layout(model, batch)
+    args = (model, batch['inputs'], batch['data_samples'], groups, True)
+    with torch.no_grad():
+        recorded = DETRDistillerBase.decoder_outputs(*args)
+        model.fold_group_self_attention = False
+        masked = DETRDistillerBase.decoder_outputs(*args)
+    total = sum(s.stop - s.start for s in recorded.slices.values())
+    for r, m in zip(recorded.attn['self'], masked.attn['self']):
+        assert r.shape == (own.query.shape[0], total, total)
+        torch.testing.assert_close(r, m, **CLOSE)
+    torch.testing.assert_close(recorded.cls_scores, masked.cls_scores, **CLOSE)

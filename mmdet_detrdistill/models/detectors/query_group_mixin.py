@@ -1,7 +1,7 @@
 """Run extra query groups through a DETR decoder in the same pass as its own."""
 
 from contextlib import nullcontext
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from mmdet.structures import OptSampleList
 from torch import Tensor, nn
@@ -43,11 +43,24 @@ class QueryGroupMixin:
         img_feats: Tuple[Tensor],
         batch_data_samples: OptSampleList,
         groups: Sequence[QueryGroup] = (),
+        fold_with_tail: bool = True,
     ) -> Tuple[Dict, Dict[str, slice], QueryGroup]:
         """``forward_transformer`` with extra query groups.
 
         The step order is mmdet's ``DetectionTransformer.forward_transformer``
         (copied: it has no hook between ``pre_decoder`` and the decoder).
+
+        How the groups are kept apart in self-attention (same outputs, see
+        :mod:`..layers.folded_self_attention`): all groups equal and unpadded
+        are folded into the batch axis; equal leading groups followed by
+        others (``fold_with_tail``) are folded, and the others run in a second
+        call under their own mask; otherwise one call runs under the
+        block-diagonal mask of all groups.
+
+        Args:
+            fold_with_tail (bool): Allow the folded-head-plus-tail layout. Off
+                while attention maps are recorded (a recorder keeps one map
+                per layer and call). Defaults to True.
 
         Returns:
             tuple[dict, dict[str, slice], QueryGroup]: The head inputs for all
@@ -62,38 +75,57 @@ class QueryGroupMixin:
 
         own = self.own_query_group(decoder_inputs)
         all_groups = [own] + list(groups)
-        sizes = [g.num_queries for g in all_groups]
-        slices = group_slices([g.name for g in all_groups], sizes)
+        slices = group_slices([g.name for g in all_groups], [g.num_queries for g in all_groups])
         folding = nullcontext()
         if groups:
             decoder_inputs = self.merge_query_groups(decoder_inputs, all_groups)
-            if self.folds_self_attention(all_groups):
-                modules = self.decoder_attention_modules()['self']
-                folding = FoldedGroupSelfAttention(modules, len(all_groups))
-            elif any(g.valid is not None for g in all_groups):  # padded: per-image masks
-                num_heads = self.decoder.layers[0].self_attn.num_heads
-                decoder_inputs['self_attn_mask'] = build_padded_group_self_attn_mask(
-                    all_groups, num_heads
+            folded = self.num_folded_groups(all_groups)
+            if folded and (folded == len(all_groups) or fold_with_tail):
+                tail = all_groups[folded:]
+                folding = FoldedGroupSelfAttention(
+                    self.decoder_attention_modules()['self'],
+                    folded,
+                    tail_queries=sum(g.num_queries for g in tail),
+                    tail_mask=self.group_self_attn_mask(tail) if tail else None,
                 )
             else:
-                decoder_inputs['self_attn_mask'] = build_group_self_attn_mask(
-                    sizes, all_groups[0].query.device
-                )
+                decoder_inputs['self_attn_mask'] = self.group_self_attn_mask(all_groups)
         with folding:
             head_inputs.update(self.forward_decoder(**decoder_inputs))
         return head_inputs, slices, own
 
+    def group_self_attn_mask(self, groups: Sequence[QueryGroup]) -> Optional[Tensor]:
+        """The self-attention mask that keeps ``groups`` apart: per image when
+        one is padded, (N, N) otherwise, None for one unpadded group."""
+        if any(g.valid is not None for g in groups):  # padded: per-image masks
+            num_heads = self.decoder.layers[0].self_attn.num_heads
+            return build_padded_group_self_attn_mask(groups, num_heads)
+        if len(groups) == 1:
+            return None
+        return build_group_self_attn_mask([g.num_queries for g in groups], groups[0].query.device)
+
+    def num_folded_groups(self, groups: Sequence[QueryGroup]) -> int:
+        """How many leading ``groups`` (own group first) can run their
+        self-attention folded into the batch axis: the longest run of groups
+        of the first group's size, none padded, if it has two or more and
+        the modules are batch-first with ``fold_group_self_attention`` on;
+        0 otherwise."""
+        if not self.fold_group_self_attention or not groups:
+            return 0
+        if not all(can_fold(m) for m in self.decoder_attention_modules()['self']):
+            return 0
+        count = 0
+        for group in groups:
+            if group.num_queries != groups[0].num_queries or group.valid is not None:
+                break
+            count += 1
+        return count if count > 1 else 0
+
     def folds_self_attention(self, groups: Sequence[QueryGroup]) -> bool:
-        """Whether ``groups`` (own group first) run their self-attention folded
-        into the batch axis: more than one group, all of one size, none padded,
-        batch-first attention modules, and ``fold_group_self_attention`` on."""
-        return (
-            self.fold_group_self_attention
-            and len(groups) > 1
-            and len({g.num_queries for g in groups}) == 1
-            and all(g.valid is None for g in groups)
-            and all(can_fold(m) for m in self.decoder_attention_modules()['self'])
-        )
+        """Whether *all* ``groups`` (own group first) run their self-attention
+        folded into the batch axis: more than one group, all of one size, none
+        padded (see :meth:`num_folded_groups`)."""
+        return len(groups) > 1 and self.num_folded_groups(groups) == len(groups)
 
     def query_format(self) -> Tuple:
         """What a query group of this model looks like; two models can swap

@@ -179,7 +179,7 @@ class DETRDistillerBase(BaseDetector):
         recorder = AttentionRecorder(model.decoder_attention_modules())
         with recorder if record_attention else nullcontext():
             head_inputs, slices, own = model.forward_transformer_with_groups(
-                feats, batch_data_samples, groups
+                feats, batch_data_samples, groups, fold_with_tail=not record_attention
             )
         cls_scores, bbox_preds = model.bbox_head(
             head_inputs['hidden_states'], head_inputs['references']
