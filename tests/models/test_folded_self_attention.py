@@ -40,6 +40,15 @@ def _noisy_copy(own, name, seed):
     )
 
 
+def _variants(model):
+    """The own group (Conditional DETR), a group of its size, a smaller one, a padded one."""
+    own = _own(model, make_batch(model))
+    same = _noisy_copy(own, 'a', 1)
+    smaller = dataclasses.replace(same, query=same.query[:, :5], query_pos=same.query_pos[:, :5])
+    padded = dataclasses.replace(same, valid=torch.ones(same.query.shape[:2], dtype=torch.bool))
+    return own, same, smaller, padded
+
+
 def _hidden(model, batch, groups, fold):
     model.fold_group_self_attention = fold
     feats = model.extract_feat(batch['inputs'])
@@ -92,10 +101,7 @@ def test_folded_groups_cannot_see_each_other(family):
 
 def test_unequal_or_padded_groups_keep_the_mask():
     model = _model('conditional')
-    own = _own(model, make_batch(model))
-    same = _noisy_copy(own, 'a', 1)
-    smaller = dataclasses.replace(same, query=same.query[:, :5], query_pos=same.query_pos[:, :5])
-    padded = dataclasses.replace(same, valid=torch.ones(same.query.shape[:2], dtype=torch.bool))
+    own, same, smaller, padded = _variants(model)
     assert model.folds_self_attention([own, same])
     assert not model.folds_self_attention([own])
     assert not model.folds_self_attention([own, smaller])
@@ -216,10 +222,7 @@ def test_folded_head_and_tail_cannot_see_each_other(family):
 
 def test_fold_plan_per_layout():
     model = _model('conditional')
-    own = _own(model, make_batch(model))
-    same = _noisy_copy(own, 'a', 1)
-    smaller = dataclasses.replace(same, query=same.query[:, :5], query_pos=same.query_pos[:, :5])
-    padded = dataclasses.replace(same, valid=torch.ones(same.query.shape[:2], dtype=torch.bool))
+    own, same, smaller, padded = _variants(model)
     assert model.num_folded_groups([own, same, same, smaller]) == 3
     assert model.num_folded_groups([own, same, padded]) == 2
     assert model.num_folded_groups([own, smaller, same]) == 0  # the equal groups must lead

@@ -10,6 +10,9 @@ import sys
 import pytest
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+sys.path.insert(0, osp.join(ROOT, 'tools'))
+from run_demo import results_table  # noqa: E402
+
 # method -> (results row, a loss its log must name)
 METHODS = {
     'd3etr': ('D3ETR student', 'd3etr.fixed.d1.loss_cross_attn'),
@@ -43,3 +46,18 @@ def test_quick_demo_runs_each_family(family, tmp_path):
     for method, (_, logged_loss) in METHODS.items():
         with open(tmp_path / f'{method}.log') as f:
             assert logged_loss in f.read(), method
+
+
+def test_results_table_names_each_stages_threads():
+    """Stages may be reused from runs with other thread counts: each row says its own."""
+    metrics = dict(bbox_mAP=0.038, bbox_mAP_50=0.129, bbox_mAP_75=0.012, bbox_mAP_s=0.026)
+    stage = dict(config='c.py', iters=10)
+    records = {
+        'teacher': dict(metrics=metrics, stage=stage, train_time_s=474.0, threads='default'),
+        'one': dict(metrics=metrics, stage=stage, train_time_s=60.0, threads='1'),
+        'old': dict(metrics=metrics, stage=stage, train_time_s=60.0),  # record before threads
+    }
+    rows = results_table(records).splitlines()
+    assert rows[2].endswith('| 3.8 | 12.9 | 1.2 | 2.6 | n/a | 7.9 min |')
+    assert rows[3].endswith('| 1.0 min (1 thread) |')
+    assert rows[4].endswith('| 1.0 min |')
