@@ -1,14 +1,17 @@
 """OD-DETR ablation on the embedded default: which defaults, and what each part buys.
 
-    python tools/ablate_oddetr.py [--family conditional] [--work-dir work_dirs/ablate_oddetr]
-                                  [--quick] [--seed 0]
+    python tools/ablate_oddetr.py [--family conditional] [--variants defaults no-init-query ...]
+                                  [--seeds 0 1 2] [--work-dir work_dirs/ablate_oddetr] [--quick]
 
 Trains, on the generated dataset and the embedded default's student schedule, the student
-alone and OD-DETR variants: the defaults, EMA momentum x10, no EMA warm-up, each component
-switched off, and the initial-query constraint on boxes too (Conditional DETR only).
-Prints COCO box AP and the mean ``match_instability`` logged in the second half of training
-per variant as a table (also WORK_DIR/ablation.md and ablation.json). Stages run through
-``tools/run_demo.py``'s machinery (one subprocess each, finished stages reused).
+alone and OD-DETR variants (``--variants``, default all): the defaults, EMA momentum x10, no
+EMA warm-up, each component switched off, and the initial-query constraint on boxes too
+(Conditional DETR only), once per seed (``--seeds``). Prints, per variant, COCO box AP (mean
+± sample std over seeds, and each seed's) and the mean ``match_instability`` logged in the
+second half of training, as a table (also WORK_DIR/ablation.md and ablation.json). Runs go
+to WORK_DIR/seedS/VARIANT and go through ``tools/run_demo.py``'s machinery (one subprocess
+each, finished runs reused), so seeds or variants can run as parallel processes and a last
+call with all of them only collects.
 """
 
 import argparse
@@ -16,38 +19,77 @@ import json
 import os
 import os.path as osp
 import re
+import statistics
 import sys
-from typing import Dict, List, Optional, Tuple
+from dataclasses import dataclass
+from typing import Dict, List, Optional
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, osp.join(ROOT, 'tools'))
+from benchmark_accuracy import spread  # noqa: E402
 from run_demo import FAMILIES, METHODS, SCALES, Stage, run_stage  # noqa: E402
 
-# name -> --cfg-options on top of the OD-DETR tiny config. 'student alone' switches every
-# component off: the student then trains exactly as without OD-DETR (the EMA runs in eval
-# mode, no dropout, no random draws) and its match instability is logged too.
-ALL_OFF = ['model.guided_assignment=None', 'model.init_query=None', 'model.aux_groups=None']
-VARIANTS: Dict[str, Optional[List[str]]] = {
-    'student alone': ALL_OFF,
-    'OD-DETR (defaults)': [],
-    'EMA momentum 1e-2': ['model.ema.momentum=0.01'],
-    'no teacher-guided assignment': ['model.guided_assignment=None'],
-    'no initial-query constraint': ['model.init_query=None'],
-    'no auxiliary groups': ['model.aux_groups=None'],
-    'EMA without warm-up': ['model.ema.gamma=1'],
-    'initial-query constraint on boxes too (L1 5, GIoU 2)': None,  # its own config
-}
 BOX_CONSTRAINT_CFG = 'configs/oddetr/oddetr_tiny-s-initbox_1xb8-synth.py'
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One row of the ablation: ``--cfg-options`` on top of the family's OD-DETR tiny config,
+    or a config of its own (then Conditional DETR only)."""
+
+    name: str
+    options: List[str]
+    config: Optional[str] = None
+
+
+# 'alone' switches every component off: the student then trains exactly as without OD-DETR
+# (the EMA runs in eval mode, no dropout, no random draws) and its match instability is
+# logged too.
+ALL_OFF = ['model.guided_assignment=None', 'model.init_query=None', 'model.aux_groups=None']
+VARIANTS: Dict[str, Variant] = {
+    'alone': Variant('student alone', ALL_OFF),
+    'defaults': Variant('OD-DETR (defaults)', []),
+    'ema-1e-2': Variant('EMA momentum 1e-2', ['model.ema.momentum=0.01']),
+    'no-guided': Variant('no teacher-guided assignment', ['model.guided_assignment=None']),
+    'no-init-query': Variant('no initial-query constraint', ['model.init_query=None']),
+    'no-aux': Variant('no auxiliary groups', ['model.aux_groups=None']),
+    'no-warmup': Variant('EMA without warm-up', ['model.ema.gamma=1']),
+    'init-box': Variant(
+        'initial-query constraint on boxes too (L1 5, GIoU 2)', [], BOX_CONSTRAINT_CFG
+    ),
+}
+METRICS = ('bbox_mAP', 'bbox_mAP_50', 'bbox_mAP_75')
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--family', choices=sorted(FAMILIES), default='conditional')
+    parser.add_argument(
+        '--variants',
+        nargs='+',
+        choices=list(VARIANTS),
+        help='default: all (init-box: Conditional DETR only)',
+    )
+    parser.add_argument(
+        '--seeds', '--seed', nargs='+', type=int, default=[0], help='training seeds (default 0)'
+    )
     parser.add_argument('--work-dir', help='default: work_dirs/ablate_oddetr[_FAMILY]')
     parser.add_argument('--data-root', default='data/synth_coco', help='generated dataset')
     parser.add_argument('--quick', action='store_true', help='smoke run: tiny data and schedule')
-    parser.add_argument('--seed', type=int, default=0, help='training seed of every stage')
     return parser.parse_args()
+
+
+def select_variants(keys: Optional[List[str]], family: str) -> List[str]:
+    """The variants to run, in table order; ``init-box`` has a Conditional DETR config only."""
+    if keys is None:
+        return [k for k, v in VARIANTS.items() if v.config is None or family == 'conditional']
+    own_config = [k for k in keys if VARIANTS[k].config is not None]
+    if own_config and family != 'conditional':
+        raise ValueError(
+            f'--variants {" ".join(own_config)}: has a Conditional DETR config only; '
+            f'drop it for --family {family}'
+        )
+    return [k for k in VARIANTS if k in keys]
 
 
 def mean_instability(log_file: str) -> Optional[float]:
@@ -62,20 +104,36 @@ def mean_instability(log_file: str) -> Optional[float]:
     return sum(values) / len(values) if values else None
 
 
-def table(rows: List[Tuple[str, Dict, Optional[float]]]) -> str:
-    """Markdown: variant | AP | AP50 | AP75 | match instability | train time."""
-    out = ['| variant | AP | AP50 | AP75 | match instability (2nd half mean) | train time |']
-    out.append('|---|---|---|---|---|---|')
-    for name, rec, instab in rows:
-        m = rec['metrics']
-        aps = ' | '.join(f'{100 * m[k]:.1f}' for k in ('bbox_mAP', 'bbox_mAP_50', 'bbox_mAP_75'))
-        inst = 'n/a' if instab is None else f'{instab:.3f}'
-        out.append(f'| {name} | {aps} | {inst} | {rec["train_time_s"] / 60:.1f} min |')
+def table(records: Dict[str, Dict[int, Dict]]) -> str:
+    """Markdown, one row per variant over its seeds: AP / AP50 / AP75 as mean ± sample std,
+    each seed's AP, the mean match instability and the mean train time.
+
+    Args:
+        records: variant key -> seed -> run record (``metrics``, ``train_time_s``,
+            ``match_instability``).
+    """
+    out = [
+        '| variant | seeds | AP | AP50 | AP75 | AP per seed | '
+        'match instability (2nd half mean) | train time |',
+        '|---|---|---|---|---|---|---|---|',
+    ]
+    for key, by_seed in records.items():
+        recs = [by_seed[s] for s in sorted(by_seed)]
+        aps = ' | '.join(spread([r['metrics'][m] for r in recs]) for m in METRICS)
+        per_seed = ' / '.join(f'{100 * r["metrics"]["bbox_mAP"]:.1f}' for r in recs)
+        instab = [r['match_instability'] for r in recs if r['match_instability'] is not None]
+        inst = f'{statistics.mean(instab):.3f}' if instab else 'n/a'
+        minutes = statistics.mean(r['train_time_s'] for r in recs) / 60
+        out.append(
+            f'| {VARIANTS[key].name} | {len(recs)} | {aps} | {per_seed} | {inst} | '
+            f'{minutes:.1f} min |'
+        )
     return '\n'.join(out)
 
 
 def main() -> None:
     args = parse_args()
+    keys = select_variants(args.variants, args.family)
     num_train, num_val, _, s_iters = SCALES['quick' if args.quick else 'full']
     work_dir = args.work_dir or 'work_dirs/ablate_oddetr' + (
         '' if args.family == 'conditional' else f'_{args.family}'
@@ -87,21 +145,22 @@ def main() -> None:
     data_root = args.data_root + ('_quick' if args.quick else '')
     make_synthetic_coco(data_root, num_train, num_val, img_size=128, seed=0)
     oddetr_cfg = METHODS['oddetr'][2][args.family]
-    rows, records = [], {}
-    for i, (name, options) in enumerate(VARIANTS.items()):
-        if options is None and args.family != 'conditional':
-            continue
-        config = oddetr_cfg if options is not None else BOX_CONSTRAINT_CFG
-        stage = Stage(f'v{i}', config, s_iters, options or [])
-        rec = run_stage(stage, work_dir, args.seed, data_root)
-        instab = mean_instability(osp.join(work_dir, f'v{i}.log'))
-        rows.append((name, rec, instab))
-        records[name] = dict(rec, match_instability=instab)
+    records: Dict[str, Dict[int, Dict]] = {k: {} for k in keys}
+    for seed in args.seeds:
+        seed_dir = osp.join(work_dir, f'seed{seed}')
+        for key in keys:
+            variant = VARIANTS[key]
+            stage = Stage(key, variant.config or oddetr_cfg, s_iters, variant.options)
+            rec = run_stage(stage, seed_dir, seed, data_root)
+            instab = mean_instability(osp.join(seed_dir, f'{key}.log'))
+            records[key][seed] = dict(rec, match_instability=instab)
+    seeds = ' '.join(map(str, args.seeds))
     note = (
         f'OD-DETR ablation, {args.family} family: generated data `{data_root}` ({num_train} '
-        f'train / {num_val} val images), {s_iters} iterations, seed {args.seed}; COCO box AP (%).'
+        f'train / {num_val} val images), {s_iters} iterations, seeds {seeds}; COCO box AP (%), '
+        'mean ± sample std over seeds.'
     )
-    text = f'{note}\n\n{table(rows)}\n'
+    text = f'{note}\n\n{table(records)}\n'
     print('\n' + text)
     with open(osp.join(work_dir, 'ablation.md'), 'w') as f:
         f.write(text)

@@ -1,0 +1,65 @@
+"""tools/ablate_oddetr.py: variant selection, log parsing and the multi-seed table."""
+
+import os.path as osp
+import statistics
+import sys
+
+import pytest
+
+sys.path.insert(0, osp.join(osp.dirname(__file__), '..', '..', 'tools'))
+from ablate_oddetr import VARIANTS, mean_instability, select_variants, table  # noqa: E402
+
+
+def _record(ap: float, instability, minutes: float = 2.0) -> dict:
+    metrics = dict(bbox_mAP=ap, bbox_mAP_50=2 * ap, bbox_mAP_75=ap / 2)
+    return dict(metrics=metrics, train_time_s=60 * minutes, match_instability=instability)
+
+
+def test_select_variants_keeps_table_order_and_family_limits():
+    assert select_variants(['no-init-query', 'defaults'], 'conditional') == [
+        'defaults',
+        'no-init-query',
+    ]
+    assert select_variants(None, 'conditional') == list(VARIANTS)
+    # the box-constraint variant has its own Conditional DETR config: skipped by default ...
+    assert 'init-box' not in select_variants(None, 'dab')
+    # ... and a clear error when asked for explicitly
+    with pytest.raises(ValueError, match='init-box.*Conditional DETR.*--family deformable'):
+        select_variants(['defaults', 'init-box'], 'deformable')
+
+
+def test_mean_instability_averages_the_second_half_only(tmp_path):
+    log = tmp_path / 'v.log'
+    log.write_text(
+        'Iter(train) [ 50/200]  loss: 3.0  match_instability: 0.9000\n'
+        'Iter(train) [100/200]  loss: 3.0  match_instability: 0.8000\n'
+        'Iter(train) [150/200]  loss: 2.0  match_instability: 0.2000\n'
+        'Iter(train) [200/200]  loss: 2.0  match_instability: 0.1000\n'
+    )
+    assert mean_instability(str(log)) == pytest.approx(0.15)
+    log.write_text('Iter(train) [200/200]  loss: 2.0\n')
+    assert mean_instability(str(log)) is None
+
+
+def test_table_gives_mean_std_and_each_seed():
+    records = {
+        'defaults': {1: _record(0.026, 0.2), 0: _record(0.022, 0.1, minutes=4.0)},
+        'no-init-query': {0: _record(0.031, None)},
+    }
+    rows = table(records).splitlines()
+    assert len(rows) == 4
+    std = 100 * statistics.stdev([0.022, 0.026])
+    defaults = [c.strip() for c in rows[2].split('|')[1:-1]]
+    assert defaults == [
+        'OD-DETR (defaults)',
+        '2',
+        f'2.4 ± {std:.1f}',
+        f'4.8 ± {2 * std:.1f}',
+        f'1.2 ± {std / 2:.1f}',
+        '2.2 / 2.6',  # by seed: 0, then 1
+        '0.150',
+        '3.0 min',
+    ]
+    single = [c.strip() for c in rows[3].split('|')[1:-1]]
+    assert single[:6] == ['no initial-query constraint', '1', '3.1', '6.2', '1.6', '3.1']
+    assert single[6] == 'n/a'
