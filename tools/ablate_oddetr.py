@@ -133,7 +133,10 @@ def table(records: Dict[str, Dict[int, Dict]]) -> str:
 
 def main() -> None:
     args = parse_args()
-    keys = select_variants(args.variants, args.family)
+    try:
+        keys = select_variants(args.variants, args.family)
+    except ValueError as err:
+        sys.exit(f'ablate_oddetr: {err}')
     num_train, num_val, _, s_iters = SCALES['quick' if args.quick else 'full']
     work_dir = args.work_dir or 'work_dirs/ablate_oddetr' + (
         '' if args.family == 'conditional' else f'_{args.family}'
