@@ -1,7 +1,8 @@
 """Cost of distillation: step time and peak memory, measured side by side in one run.
 
     python tools/benchmark_step_time.py CONFIG [CONFIG ...] [--size 320] [--batch 2]
-                                        [--iters 5] [--threads N] [--device cpu|cuda]
+                                        [--iters 5] [--threads N] [--solver-threads N]
+                                        [--device cpu|cuda]
 
 Each config is measured in turn (its own table); with several, a summary table
 with one row per config (the README's) is printed at the end.
@@ -11,8 +12,12 @@ with one row per config (the README's) is printed at the end.
 teacher's no-grad forward, the distillation step (forward + backward), the
 ratio distill / (student step + teacher forward), and the share of the
 distillation step spent in teacher-student matching (every
-``MixMatcher.adaptive_match`` call). On CUDA each timing starts and ends with a
-``torch.cuda.synchronize()``.
+``MixMatcher.adaptive_match_layers`` call: costs, the copy to the host and the
+Hungarian solves). On CUDA each timing starts and ends with a
+``torch.cuda.synchronize()``. ``--threads`` sets torch's CPU threads;
+``--solver-threads`` how many Hungarian solves run at once (default: the
+matcher's own setting, this process's share of the CPUs; see
+``mmdet_detrdistill/models/task_modules/assignment_solver.py``).
 
 **Peak memory**, distill step / student step alone: each side runs in a fresh
 subprocess (this script with ``--memory-probe``), so that neither sees the
@@ -68,6 +73,10 @@ from mmdet.utils import register_all_modules
 
 import mmdet_detrdistill  # noqa: F401
 from mmdet_detrdistill.models.task_modules import MixMatcher
+from mmdet_detrdistill.models.task_modules.assignment_solver import (
+    check_solver_threads,
+    default_solver_threads,
+)
 from mmdet_detrdistill.testing import make_batch, smoke_model_cfg
 
 PROBE_TAG = 'MEMORY_PROBE'
@@ -82,6 +91,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--batch', type=int, default=2, help='images per step')
     parser.add_argument('--iters', type=int, default=5, help='timed iterations')
     parser.add_argument('--threads', type=int, default=None, help='torch CPU threads')
+    parser.add_argument(
+        '--solver-threads',
+        type=int,
+        default=None,
+        help="Hungarian solves at once (default: the matcher's, this process's share of the CPUs)",
+    )
     parser.add_argument(
         '--seed',
         type=int,
@@ -120,8 +135,9 @@ def _time(fn: Callable[[], None], iters: int, device: torch.device) -> float:
 
 @contextmanager
 def _timed_matching(sink: list, device: torch.device):
-    """Time every ``MixMatcher.adaptive_match`` call (whichever component owns the matcher)."""
-    original = MixMatcher.adaptive_match
+    """Time every ``MixMatcher.adaptive_match_layers`` call (whichever component owns the
+    matcher; ``adaptive_match`` goes through it too)."""
+    original = MixMatcher.adaptive_match_layers
 
     def timed(*args, **kwargs):
         _sync(device)  # the forward's queued kernels are not matching time
@@ -131,11 +147,28 @@ def _timed_matching(sink: list, device: torch.device):
         sink.append(time.perf_counter() - start)
         return out
 
-    MixMatcher.adaptive_match = timed
+    MixMatcher.adaptive_match_layers = timed
     try:
         yield
     finally:
-        MixMatcher.adaptive_match = original
+        MixMatcher.adaptive_match_layers = original
+
+
+def matchers(model: torch.nn.Module) -> List[MixMatcher]:
+    """Every ``MixMatcher`` held by a submodule of ``model`` (as its ``matcher``)."""
+    found = (getattr(m, 'matcher', None) for m in model.modules())
+    return [m for m in found if isinstance(m, MixMatcher)]
+
+
+def solver_threads(model: torch.nn.Module, threads: Optional[int]) -> Optional[int]:
+    """Set every matcher's ``solver_threads`` to ``threads`` (None: keep the configs'); return
+    the number in use (None when the model has no matcher)."""
+    found = matchers(model)
+    for m in found:
+        if threads is not None:
+            m.solver_threads = threads
+    used = {m.solver_threads or default_solver_threads() for m in found}
+    return max(used) if used else None
 
 
 def build_distiller(config: str, device: torch.device) -> torch.nn.Module:
@@ -238,6 +271,7 @@ def measure_times(args: argparse.Namespace, device: torch.device) -> Dict[str, f
     distiller = build_distiller(args.config, device)
     student, teacher = distiller.student, distiller.teacher
     batch = _batch(distiller, args)
+    args.solver_threads_used = solver_threads(distiller, args.solver_threads)
 
     def teacher_forward() -> None:
         with torch.no_grad():
@@ -291,7 +325,8 @@ def report(
 
     print(
         f'config: {args.config}\nimages: {args.batch} x {args.size}x{args.size}, '
-        f'device: {args.device}, threads: {torch.get_num_threads()}, iters: {args.iters}, '
+        f'device: {args.device}, threads: {torch.get_num_threads()}, '
+        f'solver threads: {args.solver_threads_used or "n/a"}, iters: {args.iters}, '
         f'seed: {args.seed}'
     )
     print('| measure | value |\n|---|---|')
@@ -321,6 +356,7 @@ SUMMARY_HEADER = (
 
 def main() -> None:
     args = parse_args()
+    check_solver_threads(args.solver_threads, '--solver-threads')
     if args.threads:
         torch.set_num_threads(args.threads)
     register_all_modules()
@@ -338,7 +374,11 @@ def main() -> None:
         memory = {side: measure_peak_memory(args, side) for side in ('student', 'distill')}
         rows.append(summary_row(args, times, report(args, times, memory)))
     if len(rows) > 1:
-        print(f'\nsummary (threads: {torch.get_num_threads()}, device: {args.device})')
+        solver = args.solver_threads or f"the matchers' own ({default_solver_threads()} by default)"
+        print(
+            f'\nsummary (threads: {torch.get_num_threads()}, solver threads: {solver}, '
+            f'device: {args.device})'
+        )
         print('\n'.join([SUMMARY_HEADER, *rows]))
 
 

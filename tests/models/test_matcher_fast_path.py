@@ -10,8 +10,8 @@ from mmengine.structures import InstanceData
 from scipy.optimize import linear_sum_assignment
 
 from mmdet_detrdistill.models.task_modules import MixMatcher
-from mmdet_detrdistill.models.task_modules import mix_matcher as mix_matcher_module
-from mmdet_detrdistill.models.task_modules.mix_matcher import DEFAULT_COSTS, solve_assignments
+from mmdet_detrdistill.models.task_modules import assignment_solver as solver_module
+from mmdet_detrdistill.models.task_modules.mix_matcher import DEFAULT_COSTS
 
 # (bs, Ns, Nt, image shapes): bs > 1, Ns != Nt both ways, images of different sizes
 CASES = [
@@ -161,7 +161,7 @@ def test_non_finite_costs_never_reach_the_solver(batched, monkeypatch):
         seen.append(np.isfinite(cost).all())
         return linear_sum_assignment(cost)
 
-    monkeypatch.setattr(mix_matcher_module, 'linear_sum_assignment', checked_solver)
+    monkeypatch.setattr(solver_module, 'linear_sum_assignment', checked_solver)
     matcher = MixMatcher(batched_costs=batched)
     layer = [s_logits, s_boxes, t_logits, t_boxes, layer[4]]
     assert torch.isfinite(matcher.batch_cost_matrices(*layer)).all()
@@ -169,18 +169,6 @@ def test_non_finite_costs_never_reach_the_solver(batched, monkeypatch):
     assert len(seen) == 3 and all(seen)
     assert all(sorted(row.tolist()) == list(range(5)) for row in t_idx)
     assert all(len(set(row.tolist())) == 5 for row in s_idx)
-
-
-def test_threaded_solver_equals_serial(monkeypatch):
-    costs = np.random.default_rng(0).random((6, 40, 30)).astype(np.float32)
-    monkeypatch.setattr(torch, 'get_num_threads', lambda: 4)
-    threads = solve_assignments(costs)
-    monkeypatch.setattr(torch, 'get_num_threads', lambda: 1)
-    serial = solve_assignments(costs)
-    expected = _reference_match(torch.from_numpy(costs))
-    for got in (threads, serial):
-        assert np.array_equal(got[0], expected[0].numpy())
-        assert np.array_equal(got[1], expected[1].numpy())
 
 
 def test_no_teacher_queries_gives_empty_pairs():

@@ -22,7 +22,7 @@ class AdaptiveMatchKD(MatchedPairKD):
 
     Args:
         prefix (str): Loss-key prefix. Defaults to ``'d3etr.adaptive'``.
-        matcher (dict): Matcher config; its ``adaptive_match`` and
+        matcher (dict): Matcher config; its ``adaptive_match_layers`` and
             ``layer_pairs`` are used. Defaults to ``MixMatcher`` (costs:
             soft-label BCE 1, L1 5, GIoU 2).
         losses (dict, optional): Pair losses merged over ``default_losses``;
@@ -40,17 +40,18 @@ class AdaptiveMatchKD(MatchedPairKD):
     ) -> None:
         super().__init__(prefix, matcher, losses)
 
-    def layer_pairs(
+    def match_layers(
         self,
         student_out: DecoderOutputs,
         teacher_out: DecoderOutputs,
-        layers: Tuple[int, int],
+        layers: List[Tuple[int, int]],
         img_metas: List[dict],
-    ) -> Pairs:
-        """Hungarian matching of the student's layer to the teacher's."""
-        s_l, t_l = layers
+    ) -> List[Pairs]:
+        """Hungarian matching of each student layer to its teacher layer, all in one call."""
+        s_layers, t_layers = (list(ls) for ls in zip(*layers))
         s_cls, s_box = student_out.group(OWN_GROUP)
         t_cls, t_box = teacher_out.group(OWN_GROUP)
-        return self.matcher.adaptive_match(
-            s_cls[s_l], s_box[s_l], t_cls[t_l], t_box[t_l], img_metas
+        s_idx, t_idx = self.matcher.adaptive_match_layers(
+            s_cls[s_layers], s_box[s_layers], t_cls[t_layers], t_box[t_layers], img_metas
         )
+        return list(zip(s_idx, t_idx))

@@ -69,14 +69,14 @@ class FixedMatchKD(MatchedPairKD):
     ) -> List[QueryGroup]:
         return [teacher_query_group(teacher_out)]
 
-    def layer_pairs(
+    def match_layers(
         self,
         student_out: DecoderOutputs,
         teacher_out: DecoderOutputs,
-        layers: Tuple[int, int],
+        layers: List[Tuple[int, int]],
         img_metas: List[dict],
-    ) -> Pairs:
+    ) -> List[Pairs]:
         """Query i of the group with teacher query i, in every layer."""
         t_cls = teacher_out.group(OWN_GROUP)[0]
         bs, num_t = t_cls.shape[1:3]
-        return self.matcher.fixed_match(bs, num_t, t_cls.device)
+        return [self.matcher.fixed_match(bs, num_t, t_cls.device)] * len(layers)

@@ -19,8 +19,9 @@ class MatchedPairKD(DistillComponent):
     in every decoder layer and distil each pair (:func:`pair_losses`).
 
     Subclasses say which student group the pairs live in
-    (:attr:`student_group`) and how a layer's pairs are found
-    (:meth:`layer_pairs`).
+    (:attr:`student_group`) and how the pairs of every layer are found
+    (:meth:`match_layers`, one call for all layers so that a matcher can
+    batch them).
 
     Student layer l is paired with teacher layer t(l) by the matcher's
     ``layer_pairs``; losses are keyed ``{prefix}.d{l}.{loss}``.
@@ -45,14 +46,14 @@ class MatchedPairKD(DistillComponent):
     def records_attention(self) -> bool:
         return uses_attention(self.losses)
 
-    def layer_pairs(
+    def match_layers(
         self,
         student_out: DecoderOutputs,
         teacher_out: DecoderOutputs,
-        layers: Tuple[int, int],
+        layers: List[Tuple[int, int]],
         img_metas: List[dict],
-    ) -> Pairs:
-        """The (student, teacher) query pairs of student/teacher layers ``layers``."""
+    ) -> List[Pairs]:
+        """The (student, teacher) query pairs of each (student, teacher) layer of ``layers``."""
         raise NotImplementedError
 
     def loss(
@@ -63,9 +64,10 @@ class MatchedPairKD(DistillComponent):
     ) -> Dict[str, Tensor]:
         """Pair losses of every student layer, keys ``{prefix}.d{l}.{loss}``."""
         img_metas = [s.metainfo for s in batch_data_samples]
+        layers = self.matcher.layer_pairs(student_out.num_layers, teacher_out.num_layers)
+        all_pairs = self.match_layers(student_out, teacher_out, layers, img_metas)
         out = {}
-        for s_l, t_l in self.matcher.layer_pairs(student_out.num_layers, teacher_out.num_layers):
-            pairs = self.layer_pairs(student_out, teacher_out, (s_l, t_l), img_metas)
+        for (s_l, t_l), pairs in zip(layers, all_pairs):
             layer = pair_losses(
                 self.losses,
                 pairs,

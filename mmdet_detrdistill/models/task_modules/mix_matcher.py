@@ -1,17 +1,16 @@
 """D3ETR's MixMatcher: adaptive (Hungarian) plus fixed (query-index) matching."""
 
 import contextlib
-from concurrent.futures import ThreadPoolExecutor
-from typing import ContextManager, List, Sequence, Tuple
+from typing import ContextManager, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 from mmdet.registry import TASK_UTILS
 from mmdet.structures.bbox import bbox_cxcywh_to_xyxy
 from mmengine.structures import InstanceData
-from scipy.optimize import linear_sum_assignment
 from torch import Tensor
 
+from .assignment_solver import check_solver_threads, solve_assignments
 from .batched_match_costs import MatchInputs, batched_cost_fns
 
 DEFAULT_COSTS = (
@@ -37,9 +36,11 @@ class MixMatcher:
     fp16 overflow) are clamped to +-1e8 so they never reach the solver. When
     every cost has a batched form (the default costs do, see
     ``batched_match_costs``), the cost matrices of all images are computed at
-    once on the inputs' device; otherwise each cost is called per image. Either
-    way one device-to-host copy per layer feeds scipy's solver, which runs per
-    image on up to ``torch.get_num_threads()`` threads (it releases the GIL).
+    once on the inputs' device; otherwise each cost is called per image.
+    :meth:`adaptive_match_layers` matches every decoder layer in one call: one
+    device-to-host copy of all their cost matrices, whose Hungarian solves (one
+    per layer and image) then run concurrently on host threads (see
+    ``assignment_solver``).
 
     Args:
         match_costs (Sequence[dict]): mmdet match-cost configs; predictions
@@ -51,6 +52,11 @@ class MixMatcher:
             Defaults to True.
         batched_costs (bool): Use the batched form of the costs when they all
             have one; False forces the per-image calls. Defaults to True.
+        solver_threads (int, optional): At most this many Hungarian solves at
+            once. Defaults to None: this process's share of the node's CPUs
+            (usable CPUs // ``LOCAL_WORLD_SIZE``), not ``OMP_NUM_THREADS``,
+            which distributed launchers set to 1. The assignments do not
+            depend on it.
     """
 
     def __init__(
@@ -59,6 +65,7 @@ class MixMatcher:
         adaptive: bool = True,
         fixed: bool = True,
         batched_costs: bool = True,
+        solver_threads: Optional[int] = None,
     ) -> None:
         if not (adaptive or fixed):
             raise ValueError('MixMatcher: set at least one of `adaptive` and `fixed` to True')
@@ -66,6 +73,7 @@ class MixMatcher:
         self.adaptive = adaptive
         self.fixed = fixed
         self.batched_fns = batched_cost_fns(self.match_costs) if batched_costs else None
+        self.solver_threads = check_solver_threads(solver_threads, 'MixMatcher')
 
     @staticmethod
     def layer_pairs(num_student_layers: int, num_teacher_layers: int) -> List[Tuple[int, int]]:
@@ -89,7 +97,6 @@ class MixMatcher:
         idx = torch.arange(num_queries, device=device).expand(batch_size, -1)
         return idx, idx
 
-    @torch.no_grad()
     def adaptive_match(
         self,
         student_logits: Tensor,
@@ -112,11 +119,42 @@ class MixMatcher:
             each (bs, K) with K = min(Ns, Nt), sorted by teacher index when
             Ns >= Nt.
         """
-        costs = self.batch_cost_matrices(
-            student_logits, student_boxes, teacher_logits, teacher_boxes, img_metas
-        )
-        rows, cols = solve_assignments(costs.cpu().numpy())
+        layer = (student_logits, student_boxes, teacher_logits, teacher_boxes)
+        s_idx, t_idx = self.adaptive_match_layers(*(x[None] for x in layer), img_metas)
+        return s_idx[0], t_idx[0]
+
+    @torch.no_grad()
+    def adaptive_match_layers(
+        self,
+        student_logits: Tensor,
+        student_boxes: Tensor,
+        teacher_logits: Tensor,
+        teacher_boxes: Tensor,
+        img_metas: List[dict],
+    ) -> Tuple[Tensor, Tensor]:
+        """Hungarian-match L decoder layers at once (layer l of the student with
+        layer l of the teacher stacks); the same pairs as L :meth:`adaptive_match`
+        calls.
+
+        Args:
+            student_logits (Tensor): (L, bs, Ns, C) class logits.
+            student_boxes (Tensor): (L, bs, Ns, 4) normalised cxcywh boxes.
+            teacher_logits (Tensor): (L, bs, Nt, C).
+            teacher_boxes (Tensor): (L, bs, Nt, 4).
+            img_metas (list[dict]): The bs image metas, with ``img_shape``.
+
+        Returns:
+            tuple[Tensor, Tensor]: Matched student and teacher query indices,
+            each (L, bs, K).
+        """
+        num_layers, bs = student_logits.shape[:2]
+        inputs = (student_logits, student_boxes, teacher_logits, teacher_boxes)
+        # layer by layer on the device, so that only one layer's temporaries are alive at a
+        # time (the GIoU cost's are about ten (bs, Ns, Nt) tensors); then one copy to the host
+        costs = torch.cat([self.batch_cost_matrices(*layer, img_metas) for layer in zip(*inputs)])
+        rows, cols = solve_assignments(costs.cpu().numpy(), self.solver_threads)  # (L * bs, K)
         idx = torch.from_numpy(np.stack([rows, cols])).to(student_logits.device)
+        idx = idx.unflatten(1, (num_layers, bs))  # (2, L, bs, K)
         return idx[0], idx[1]
 
     def batch_cost_matrices(
@@ -168,7 +206,8 @@ class MixMatcher:
         return (
             f'{self.__class__.__name__}(adaptive={self.adaptive}, fixed={self.fixed}, '
             f'match_costs={[c.__class__.__name__ for c in self.match_costs]}, '
-            f'batched_costs={self.batched_fns is not None})'
+            f'batched_costs={self.batched_fns is not None}, '
+            f'solver_threads={self.solver_threads})'
         )
 
 
@@ -199,35 +238,6 @@ def pixel_factors(img_metas: List[dict], device: torch.device) -> Tensor:
     """Each image's ``[w, h, w, h]`` from its ``img_shape``, (bs, 1, 4) fp32."""
     sizes = [(w, h, w, h) for h, w in (m['img_shape'][:2] for m in img_metas)]
     return torch.tensor(sizes, dtype=torch.float32, device=device).reshape(-1, 1, 4)
-
-
-def solve_assignments(costs: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-    """scipy's Hungarian solver on each (Ns, Nt) matrix of ``costs`` (bs, Ns, Nt).
-
-    Images are solved concurrently on up to ``torch.get_num_threads()`` threads
-    (scipy releases the GIL); each result is that of a lone call.
-
-    Returns:
-        tuple[np.ndarray, np.ndarray]: Row and column indices, (bs, K) each,
-        every image's pairs sorted by column.
-    """
-    workers = min(len(costs), torch.get_num_threads())
-    if workers <= 1:
-        pairs = [_solve_one(c) for c in costs]
-    else:
-        with ThreadPoolExecutor(workers, thread_name_prefix='mix_matcher') as pool:
-            pairs = list(pool.map(_solve_one, costs))
-    k = min(costs.shape[1:])
-    rows = np.stack([p[0] for p in pairs]) if pairs else np.zeros((0, k), dtype=np.int64)
-    cols = np.stack([p[1] for p in pairs]) if pairs else np.zeros((0, k), dtype=np.int64)
-    return rows, cols
-
-
-def _solve_one(cost: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-    """One image's assignment, sorted by column (teacher) index."""
-    rows, cols = linear_sum_assignment(cost)
-    order = cols.argsort() if len(cols) else cols
-    return rows[order], cols[order]
 
 
 def _image_instances(
