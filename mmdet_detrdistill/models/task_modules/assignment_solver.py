@@ -5,7 +5,7 @@ Adaptive matching solves one (Ns, Nt) problem per decoder layer and image, e.g. 
 independent, and scipy releases the GIL, so they run concurrently on a thread pool.
 
 How many threads: ``torch.get_num_threads()`` is the wrong measure. Distributed launchers
-(``torchrun``, mmengine's ``setup_multi_processes``) set ``OMP_NUM_THREADS=1`` per process, which
+(``torchrun``, mmengine's ``set_multi_processing``) set ``OMP_NUM_THREADS=1`` per process, which
 would make every solve serial while the process's share of the host's cores sits idle (on a GPU,
 the step waits on these solves). The default is therefore that share: the CPUs this process may
 run on, divided by the processes on this node (``LOCAL_WORLD_SIZE``, set by ``torchrun``).
