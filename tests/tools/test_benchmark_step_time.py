@@ -15,9 +15,10 @@ def _value(pattern: str, text: str) -> float:
 
 def test_benchmark_reports_time_matching_and_memory():
     args = ['tools/benchmark_step_time.py', CONFIG, '--size', '64', '--batch', '2', '--iters', '1']
-    run = run_tool(args)
+    run = run_tool([*args, '--solver-threads', '3'])
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     out = run.stdout
+    assert 'solver threads: 3,' in out  # --solver-threads reached the matchers
     assert _value(r'matching per step \| ([\d.]+) s', out) > 0  # adaptive_match was timed
     student = _value(r'peak memory, student step alone \| ([\d.]+) MiB', out)
     distill = _value(r'peak memory, distill step \| ([\d.]+) MiB', out)
@@ -53,3 +54,9 @@ def test_several_configs_give_one_summary_row_each():
     d3etr, oddetr = ([c.strip() for c in row.strip('|').split('|')] for row in rows)
     assert d3etr[6].endswith('%') and float(d3etr[6][:-1]) > 0
     assert oddetr[6] == '— (none)'  # OD-DETR matches no teacher predictions to the student's
+
+
+def test_bad_solver_threads_are_refused_before_any_work():
+    run = run_tool(['tools/benchmark_step_time.py', CONFIG, '--solver-threads', '0'])
+    assert run.returncode != 0
+    assert '--solver-threads: solver_threads must be a positive int' in run.stderr
