@@ -70,6 +70,34 @@ def test_ema_update_arithmetic():
     assert model.ema_teacher.steps.item() == 2
 
 
+@pytest.fixture
+def nan_filled_empty_tensors():
+    """``torch.empty``/``torch.Tensor(n, d)`` give NaN instead of whatever memory held."""
+    import torch.utils.deterministic as deterministic
+
+    before = torch.are_deterministic_algorithms_enabled(), deterministic.fill_uninitialized_memory
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    deterministic.fill_uninitialized_memory = True
+    yield
+    torch.use_deterministic_algorithms(before[0])
+    deterministic.fill_uninitialized_memory = before[1]
+
+
+@pytest.mark.parametrize('family', FAMILIES)
+def test_initialised_teacher_is_the_initialised_student(family, nan_filled_empty_tensors):
+    """Before the first EMA update the teacher is the student as ``init_weights`` left it,
+    not the copy taken at construction (for Deformable DETR: NaN ``level_embed``)."""
+    model = _build(family).eval()
+    student, teacher = model.student.state_dict(), model.teacher.state_dict()
+    assert student.keys() == teacher.keys()
+    for key in student:
+        assert torch.equal(student[key], teacher[key]), key
+    assert model.ema_teacher.steps.item() == 0  # the first training step still copies
+    with torch.no_grad():
+        losses = model(**make_batch(model), mode='loss')
+    assert all(torch.isfinite(v) for v in losses.values())
+
+
 def test_no_update_outside_training():
     model = _build()
     model.eval()

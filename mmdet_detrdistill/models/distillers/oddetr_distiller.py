@@ -103,6 +103,20 @@ class ODDETRDistiller(DETRDistillerBase):
         self.ema_teacher = MODELS.build(self._ema_cfg, default_args=dict(model=self.student))
         return self.ema_teacher.module.eval()
 
+    def init_weights(self) -> None:
+        """Initialise the student, then restart the EMA teacher as its exact copy.
+
+        The averaged model is a deep copy of the student taken at construction, before
+        ``init_weights``, and mmengine's ``init_weights`` does not reach into it (an ``nn.Module``
+        without ``init_weights``). Left alone, the teacher would hold the student's
+        pre-initialisation weights (no pretrained backbone; uninitialised memory in parameters
+        created as ``torch.Tensor(n, d)``, e.g. Deformable DETR's ``level_embed``) until the
+        first training step copies the student: any loss computed before it (evaluation-mode
+        forwards, benchmarks) distilled from garbage.
+        """
+        super().init_weights()
+        self.ema_teacher.module.load_state_dict(self.student.state_dict())
+
     @torch.no_grad()
     def update_teacher(self) -> None:
         """One EMA step from the student's current weights."""
