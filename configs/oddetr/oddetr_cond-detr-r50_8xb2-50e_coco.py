@@ -6,3 +6,6 @@ _base_ = 'mmdet::conditional_detr/conditional-detr_r50_8xb2-50e_coco.py'
 custom_imports = dict(imports=['mmdet_detrdistill'], allow_failed_imports=False)
 
 model = dict(_delete_=True, type='ODDETRDistiller', student={{_base_.model}})
+
+# the optimizer leaves the frozen EMA teacher out (no warning per teacher parameter)
+optim_wrapper = dict(constructor='StudentOptimWrapperConstructor')

@@ -29,3 +29,6 @@ model = dict(
     aux_groups=dict(type='AuxiliaryQueryGroups', num_per_gt=2, stages=None, loss_weight=1.0),
     log_match_instability=True,
 )
+
+# the optimizer leaves the frozen EMA teacher out (no warning per teacher parameter)
+optim_wrapper = dict(constructor='StudentOptimWrapperConstructor')

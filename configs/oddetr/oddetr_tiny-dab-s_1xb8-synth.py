@@ -16,3 +16,6 @@ model = dict(
     ),
     aux_groups=dict(type='AuxiliaryQueryGroups', num_per_gt=2),
 )
+
+# the optimizer leaves the frozen EMA teacher out (no warning per teacher parameter)
+optim_wrapper = dict(constructor='StudentOptimWrapperConstructor')
