@@ -7,10 +7,17 @@
 Each config is measured in turn (its own table); with several, a summary table
 with one row per config (the README's) is printed at the end.
 
+A *training step* is what mmengine's ``BaseModel.train_step`` does after the
+data preprocessor: the forward in ``loss`` mode, ``parse_losses`` and the
+config's own ``optim_wrapper`` (``update_params``: backward, gradient clipping,
+the optimizer's update, ``zero_grad``), built for each side as the Runner builds
+it. The distiller's optimizer holds the student's parameters only, so both sides
+carry the same optimizer state.
+
 **Step time**, in this process, as medians over ``--iters`` timed iterations
-(after one warm-up): the student's own training step (forward + backward), the
-teacher's no-grad forward, the distillation step (forward + backward), the
-ratio distill / (student step + teacher forward), and the share of the
+(after one warm-up): the student's own training step, the teacher's no-grad
+forward, the distillation training step, the ratio distill / (student step +
+teacher forward), and the share of the
 distillation step spent in teacher-student matching (every
 ``MixMatcher.adaptive_match_layers`` call: costs, the copy to the host and the
 Hungarian solves). On CUDA each timing starts and ends with a
@@ -25,9 +32,13 @@ other's allocations or allocator caches. It builds only what that side needs
 (the distiller with its teacher; or the student alone, as the plain mmdet
 detector of the config's ``student``) and the same batch, runs one training
 step and lets it all go (code paged in, thread pools and lazy state set up),
-takes a base reading, then builds it again and runs two training steps
-(forward + backward; the second with the first's gradients allocated, as in
-training; no optimizer, whose state would add the same to both sides).
+takes a base reading, then builds it again and runs two forward + backward
+passes without the optimizer (the second with the first's gradients allocated)
+and reads the peak (the *no-optimizer* peak), then two training steps (the
+optimizer's state allocated in the first) and reads the peak again (the
+*training-step* peak, the one the memory ratio is of). Both ratios are printed:
+the optimizer's state adds the same to both sides, so the no-optimizer ratio
+is the larger one (for AdamW, two tensors per student parameter).
 
 * CPU (Linux): the rise of the resident set size at its peak over the base.
   At the base, freed heap is returned to the OS (glibc ``malloc_trim``) and
@@ -70,6 +81,8 @@ from typing import Callable, Dict, List, Optional
 import torch
 from mmdet.registry import MODELS
 from mmdet.utils import register_all_modules
+from mmengine.config import Config
+from mmengine.optim import OptimWrapper, build_optim_wrapper
 
 import mmdet_detrdistill  # noqa: F401
 from mmdet_detrdistill.models.task_modules import MixMatcher
@@ -185,12 +198,29 @@ def build_student_alone(config: str, device: torch.device) -> torch.nn.Module:
     return student.to(device).train()
 
 
-def train_step(model: torch.nn.Module, batch: Dict) -> Callable[[], None]:
-    """One forward + backward of ``model`` on ``batch``, as a closure."""
+def optim_wrapper_for(config: str, model: torch.nn.Module) -> OptimWrapper:
+    """The config's ``optim_wrapper`` (optimizer, clipping, paramwise settings) for ``model``,
+    built as mmengine's Runner builds it."""
+    cfg = Config.fromfile(config)
+    if 'optim_wrapper' not in cfg:
+        raise KeyError(f'{config} has no optim_wrapper: a training step needs one')
+    return build_optim_wrapper(model, cfg.optim_wrapper)
+
+
+def train_step(
+    model: torch.nn.Module, batch: Dict, optim_wrapper: Optional[OptimWrapper] = None
+) -> Callable[[], None]:
+    """One training step of ``model`` on ``batch``, as a closure: the forward, then
+    ``optim_wrapper.update_params`` as in mmengine's ``train_step``; without an optimizer
+    wrapper, the forward and the backward only."""
 
     def step() -> None:
         losses = model(**batch, mode='loss')
-        sum(v for k, v in losses.items() if 'loss' in k).backward()
+        loss, _ = model.parse_losses(losses)
+        if optim_wrapper is None:
+            loss.backward()
+        else:
+            optim_wrapper.update_params(loss)
 
     return step
 
@@ -220,37 +250,48 @@ def _reset_peak_rss() -> int:
     return _proc_status_bytes('VmRSS')
 
 
-def _probe_steps(args: argparse.Namespace, device: torch.device, steps: int) -> None:
-    """Build the probed side, run ``steps`` training steps, and let it all go."""
+def _probe_steps(
+    args: argparse.Namespace, device: torch.device, steps: int, peak: Callable[[], int]
+) -> Dict[str, int]:
+    """Build the probed side; run ``steps`` forward + backward passes and read ``peak()``, then
+    ``steps`` training steps and read it again; let it all go."""
     build = build_distiller if args.memory_probe == 'distill' else build_student_alone
     torch.manual_seed(args.seed)
     model = build(args.config, device)
-    step = train_step(model, _batch(model, args))
-    for _ in range(steps):
-        step()
-    _sync(device)
+    batch = _batch(model, args)
+    peaks = {}
+    for name, optim_wrapper in (
+        ('no_optimizer', None),
+        ('train', optim_wrapper_for(args.config, model)),
+    ):
+        step = train_step(model, batch, optim_wrapper)
+        for _ in range(steps):
+            step()
+        _sync(device)
+        peaks[name] = peak()
+    return peaks
 
 
-def memory_probe(args: argparse.Namespace, device: torch.device) -> Optional[int]:
-    """Peak memory of ``PROBE_STEPS`` training steps of one side, in bytes (see docstring);
-    None on a CPU without Linux's ``/proc/self/clear_refs``."""
+def memory_probe(args: argparse.Namespace, device: torch.device) -> Optional[Dict[str, int]]:
+    """Peak memory of one side, in bytes, over ``PROBE_STEPS`` passes without the optimizer
+    (``no_optimizer``) and then as well over ``PROBE_STEPS`` training steps (``train``), see
+    the docstring; None on a CPU without Linux's ``/proc/self/clear_refs``."""
     if device.type != 'cuda' and not os.path.exists('/proc/self/clear_refs'):
         return None
-    _probe_steps(args, device, 1)  # code paths run once (pages in code, starts threads)
+    _probe_steps(args, device, 1, lambda: 0)  # code paths run once (pages in code, threads)
     gc.collect()
     if device.type == 'cuda':
         torch.cuda.reset_peak_memory_stats(device)
         start = torch.cuda.memory_allocated(device)
-    else:
-        start = _reset_peak_rss()
-    _probe_steps(args, device, PROBE_STEPS)
-    if device.type == 'cuda':
-        return torch.cuda.max_memory_allocated(device) - start
-    return _proc_status_bytes('VmHWM') - start
+        return _probe_steps(
+            args, device, PROBE_STEPS, lambda: torch.cuda.max_memory_allocated(device) - start
+        )
+    start = _reset_peak_rss()
+    return _probe_steps(args, device, PROBE_STEPS, lambda: _proc_status_bytes('VmHWM') - start)
 
 
-def measure_peak_memory(args: argparse.Namespace, side: str) -> Optional[int]:
-    """Run ``memory_probe`` for ``side`` in a fresh subprocess; its peak in bytes."""
+def measure_peak_memory(args: argparse.Namespace, side: str) -> Optional[Dict[str, int]]:
+    """Run ``memory_probe`` for ``side`` in a fresh subprocess; its peaks in bytes."""
     cmd = [sys.executable, __file__, args.config, '--memory-probe', side]
     cmd += ['--size', str(args.size), '--batch', str(args.batch), '--device', args.device]
     cmd += ['--seed', str(args.seed)]
@@ -262,7 +303,7 @@ def measure_peak_memory(args: argparse.Namespace, side: str) -> Optional[int]:
     lines = [ln for ln in run.stdout.splitlines() if ln.startswith(PROBE_TAG)]
     if run.returncode != 0 or not lines:
         raise RuntimeError(f'memory probe ({side}) failed:\n{run.stdout}\n{run.stderr}')
-    return json.loads(lines[-1][len(PROBE_TAG) :])['peak_bytes']
+    return json.loads(lines[-1][len(PROBE_TAG) :])['peaks']
 
 
 def measure_times(args: argparse.Namespace, device: torch.device) -> Dict[str, float]:
@@ -278,25 +319,35 @@ def measure_times(args: argparse.Namespace, device: torch.device) -> Dict[str, f
             teacher(**batch, mode='tensor')
 
     match_times: List[float] = []
+    student_step = train_step(student, batch, optim_wrapper_for(args.config, student))
     times = dict(
-        student=_time(train_step(student, batch), args.iters, device),
+        student=_time(student_step, args.iters, device),
         teacher=_time(teacher_forward, args.iters, device),
     )
+    distill_step = train_step(distiller, batch, optim_wrapper_for(args.config, distiller))
     with _timed_matching(match_times, device):
-        times['distill'] = _time(train_step(distiller, batch), args.iters, device)
+        times['distill'] = _time(distill_step, args.iters, device)
     times['matching'] = sum(match_times) / (args.iters + 1)
     times['matching_calls'] = len(match_times)  # 0: the method matches no teacher to student
     return times
 
 
-def ratios(times: Dict[str, float], memory: Dict[str, Optional[int]]) -> Dict[str, Optional[float]]:
-    """Step ratio, matching share and memory ratio; None for a matching share of a method
-    without teacher-student matching, and for memory that was not measured."""
-    measured = bool(memory['student']) and memory['distill'] is not None
+Peaks = Dict[str, Optional[Dict[str, int]]]  # side -> {'train': bytes, 'no_optimizer': bytes}
+
+
+def ratios(times: Dict[str, float], memory: Peaks) -> Dict[str, Optional[float]]:
+    """Step ratio, matching share and memory ratios (training step; without the optimizer);
+    None for a matching share of a method without teacher-student matching, and for memory
+    that was not measured."""
+    student, distill = memory['student'], memory['distill']
+    measured = bool(student) and bool(distill)
     return dict(
         step=times['distill'] / (times['student'] + times['teacher']),
         matching=times['matching'] / times['distill'] if times['matching_calls'] else None,
-        memory=memory['distill'] / memory['student'] if measured else None,
+        memory=distill['train'] / student['train'] if measured else None,
+        memory_no_optimizer=(
+            distill['no_optimizer'] / student['no_optimizer'] if measured else None
+        ),
     )
 
 
@@ -307,21 +358,21 @@ def _share(r: Dict) -> str:
 
 def summary_row(args: argparse.Namespace, times: Dict[str, float], r: Dict) -> str:
     """One row of the summary table (the README's columns)."""
-    memory = 'n/a' if r['memory'] is None else f'{r["memory"]:.2f}'
+    memory, no_opt = (
+        'n/a' if r[key] is None else f'{r[key]:.2f}' for key in ('memory', 'memory_no_optimizer')
+    )
     return (
         f'| `{args.config}` | {args.batch} x {args.size} px | {times["student"]:.3f} '
         f'| {times["teacher"]:.3f} | {times["distill"]:.3f} | {r["step"]:.2f} '
-        f'| {_share(r)} | {memory} |'
+        f'| {_share(r)} | {memory} | {no_opt} |'
     )
 
 
-def report(
-    args: argparse.Namespace, times: Dict[str, float], memory: Dict[str, Optional[int]]
-) -> Dict:
+def report(args: argparse.Namespace, times: Dict[str, float], memory: Peaks) -> Dict:
     """Print the measurements as a markdown table and the ratios; return the ratios."""
 
-    def mib(side: str) -> str:
-        return 'n/a' if memory[side] is None else f'{memory[side] / 2.0**20:.1f} MiB'
+    def mib(side: str, key: str = 'train') -> str:
+        return 'n/a' if memory[side] is None else f'{memory[side][key] / 2.0**20:.1f} MiB'
 
     print(
         f'config: {args.config}\nimages: {args.batch} x {args.size}x{args.size}, '
@@ -336,21 +387,23 @@ def report(
     print(f'| matching per step | {times["matching"]:.3f} s |')
     print(f'| peak memory, student step alone | {mib("student")} |')
     print(f'| peak memory, distill step | {mib("distill")} |')
+    print(
+        f'| peak memory without the optimizer, student alone | {mib("student", "no_optimizer")} |'
+    )
+    print(f'| peak memory without the optimizer, distill | {mib("distill", "no_optimizer")} |')
     r = ratios(times, memory)
     print(f'ratio distill / (student step + teacher forward): {r["step"]:.3f}')
     print(f'matching share of the distill step: {_share(r)}')
-    mem_ratio = (
-        'n/a (CPU peak memory needs Linux /proc/self/clear_refs)'
-        if r['memory'] is None
-        else f'{r["memory"]:.3f}'
-    )
-    print(f'peak memory ratio distill step / student step alone: {mem_ratio}')
+    unmeasured = 'n/a (CPU peak memory needs Linux /proc/self/clear_refs)'
+    for key, what in (('memory', ''), ('memory_no_optimizer', ', without the optimizer')):
+        value = unmeasured if r[key] is None else f'{r[key]:.3f}'
+        print(f'peak memory ratio distill step / student step alone{what}: {value}')
     return r
 
 
 SUMMARY_HEADER = (
     '| config | images | student step (s) | teacher fwd (s) | distill step (s) | step ratio '
-    '| matching | memory ratio |\n|---|---|---|---|---|---|---|---|'
+    '| matching | memory ratio | memory ratio, no optimizer |\n' + '|---' * 9 + '|'
 )
 
 
@@ -363,7 +416,7 @@ def main() -> None:
     device = torch.device(args.device)
     if args.memory_probe:
         args.config = args.configs[0]
-        print(f'{PROBE_TAG} {json.dumps(dict(peak_bytes=memory_probe(args, device)))}')
+        print(f'{PROBE_TAG} {json.dumps(dict(peaks=memory_probe(args, device)))}')
         return
     rows = []
     for i, config in enumerate(args.configs):

@@ -1,8 +1,15 @@
 """tools/benchmark_step_time.py reports step times, matching share and peak memory."""
 
+import os.path as osp
 import re
+import sys
 
-from mmdet_detrdistill.testing import run_tool
+import torch
+
+from mmdet_detrdistill.testing import make_batch, run_tool
+
+sys.path.insert(0, osp.join(osp.dirname(__file__), '..', '..', 'tools'))
+import benchmark_step_time  # noqa: E402
 
 CONFIG = 'configs/d3etr/d3etr_tiny-t_tiny-s_1xb8-synth.py'
 
@@ -25,6 +32,12 @@ def test_benchmark_reports_time_matching_and_memory():
     assert 0 < student < distill  # the distiller holds the teacher too
     ratio = _value(r'peak memory ratio distill step / student step alone: ([\d.]+)', out)
     assert abs(ratio - distill / student) < 0.01
+    # the training step's peak holds the optimizer's state as well (AdamW: 2 per parameter)
+    student_fwd_bwd = _value(r'without the optimizer, student alone \| ([\d.]+) MiB', out)
+    distill_fwd_bwd = _value(r'without the optimizer, distill \| ([\d.]+) MiB', out)
+    assert student_fwd_bwd < student and distill_fwd_bwd < distill
+    no_opt = _value(r'student step alone, without the optimizer: ([\d.]+)', out)
+    assert abs(no_opt - distill_fwd_bwd / student_fwd_bwd) < 0.01 and no_opt > ratio
     assert _value(r'ratio distill / \(student step \+ teacher forward\): ([\d.]+)', out) > 0
 
 
@@ -47,7 +60,7 @@ def test_several_configs_give_one_summary_row_each():
     assert [ln.split('`')[1] for ln in rows] == configs
     for config, row in zip(configs, rows):
         cells = [c.strip() for c in row.strip('|').split('|')]
-        assert len(cells) == 8 and cells[1] == '1 x 64 px'
+        assert len(cells) == 9 and cells[1] == '1 x 64 px'
         per_config = run.stdout.split(f'config: {config}')[1]
         step = _value(r'ratio distill / \(student step \+ teacher forward\): ([\d.]+)', per_config)
         assert abs(float(cells[5]) - step) <= 0.0051  # the summary repeats the per-config ratio
@@ -60,3 +73,17 @@ def test_bad_solver_threads_are_refused_before_any_work():
     run = run_tool(['tools/benchmark_step_time.py', CONFIG, '--solver-threads', '0'])
     assert run.returncode != 0
     assert '--solver-threads: solver_threads must be a positive int' in run.stderr
+
+
+def test_a_timed_step_is_a_training_step_with_the_configs_optimizer():
+    """Forward, backward, clipping, AdamW's update and zero_grad, as mmengine's train_step."""
+    distiller = benchmark_step_time.build_distiller(CONFIG, torch.device('cpu'))
+    wrapper = benchmark_step_time.optim_wrapper_for(CONFIG, distiller)
+    assert type(wrapper.optimizer).__name__ == 'AdamW' and wrapper.clip_grad_kwargs
+    batch = make_batch(distiller)
+    before = [p.clone() for p in distiller.student.parameters()]
+    benchmark_step_time.train_step(distiller, batch, wrapper)()
+    params = list(distiller.student.parameters())
+    assert all(p.grad is None for p in params)  # zero_grad after the update
+    assert all(len(wrapper.optimizer.state[p]) > 0 for p in params)  # AdamW state for each
+    assert any(not torch.equal(a, b) for a, b in zip(before, params))
