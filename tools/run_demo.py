@@ -12,10 +12,12 @@
    saved as WORK_DIR/results.md and results.json.
 
 Each stage runs ``tools/train.py`` in a subprocess (full log: WORK_DIR/<stage>.log); a finished
-stage with the same settings is reused. ``--quick`` is a smoke run (tiny data, a few iterations).
+stage with the same settings and the same config content is reused. ``--quick`` is a smoke run
+(tiny data, a few iterations).
 """
 
 import argparse
+import hashlib
 import json
 import os
 import os.path as osp
@@ -135,12 +137,33 @@ def schedule_options(iters: int, seed: int, data_root: str) -> List[str]:
     ]
 
 
+def config_digest(path: str) -> str:
+    """Digest of a config's merged content (its bases included, and a teacher config it names).
+
+    A finished stage is reused only while this is unchanged: editing a config, or one it
+    inherits from, retrains the stages that use it instead of reusing stale results.
+    """
+    from mmengine.config import Config
+
+    cfg = Config.fromfile(path)
+    text = json.dumps(cfg.to_dict(), sort_keys=True, default=str)
+    teacher = cfg.get('model', {}).get('teacher')
+    if isinstance(teacher, str) and teacher.endswith('.py'):
+        text += config_digest(teacher)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
 def run_stage(stage: Stage, work_dir: str, seed: int, data_root: str) -> Dict:
     """Train one stage (or reuse it), streaming compact progress; return its record."""
     stage_dir = osp.join(work_dir, stage.name)
     record_file = osp.join(stage_dir, 'demo_record.json')
     key = dict(
-        config=stage.config, iters=stage.iters, seed=seed, extra=stage.extra, data_root=data_root
+        config=stage.config,
+        config_digest=config_digest(stage.config),
+        iters=stage.iters,
+        seed=seed,
+        extra=stage.extra,
+        data_root=data_root,
     )
     if osp.isfile(record_file):
         with open(record_file) as f:
@@ -148,6 +171,10 @@ def run_stage(stage: Stage, work_dir: str, seed: int, data_root: str) -> Dict:
         if record.get('key') == key:
             print(f'[{stage.name}] reusing the finished run in {stage_dir}')
             return record
+        changed = sorted(k for k in key if record.get('key', {}).get(k) != key[k])
+        print(
+            f'[{stage.name}] {", ".join(changed)} changed since the run in {stage_dir}: retraining'
+        )
     cmd = [
         sys.executable,
         osp.join(ROOT, 'tools', 'train.py'),

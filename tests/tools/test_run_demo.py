@@ -61,3 +61,37 @@ def test_results_table_names_each_stages_threads():
     assert rows[2].endswith('| 3.8 | 12.9 | 1.2 | 2.6 | n/a | 7.9 min |')
     assert rows[3].endswith('| 1.0 min (1 thread) |')
     assert rows[4].endswith('| 1.0 min |')
+
+
+def test_a_finished_stage_is_reused_until_its_config_changes(tmp_path, monkeypatch):
+    """Editing a config (or the teacher config it names) retrains; stale results are not reused."""
+    import run_demo
+
+    trained = []
+
+    def fake_train(cmd, stage, log_file):
+        trained.append(stage.name)
+        return dict(bbox_mAP=0.1)
+
+    monkeypatch.setattr(run_demo, '_train_with_progress', fake_train)
+    teacher = tmp_path / 'teacher.py'
+    teacher.write_text('model = dict(type="T", depth=18)\n')
+    base = tmp_path / 'base.py'
+    base.write_text('lr = 1e-4\n')
+    config = tmp_path / 'student.py'
+    config.write_text(f'_base_ = "./base.py"\nmodel = dict(type="S", teacher="{teacher}")\n')
+    stage = run_demo.Stage('s', str(config), 10, [])
+
+    def run() -> None:
+        run_demo.run_stage(stage, str(tmp_path / 'runs'), 0, 'data')
+
+    run()
+    run()
+    assert trained == ['s'], 'an unchanged stage must be reused'
+    base.write_text('lr = 2e-4\n')  # a base the config inherits from
+    run()
+    assert trained == ['s', 's']
+    teacher.write_text('model = dict(type="T", depth=50)\n')  # the teacher config it names
+    run()
+    run()
+    assert trained == ['s', 's', 's']
