@@ -145,11 +145,13 @@ def config_digest(path: str) -> str:
     """
     from mmengine.config import Config
 
+    from mmdet_detrdistill.models.distillers.teacher_config import load_teacher_model_cfg
+
     cfg = Config.fromfile(path)
     text = json.dumps(cfg.to_dict(), sort_keys=True, default=str)
     teacher = cfg.get('model', {}).get('teacher')
-    if isinstance(teacher, str) and teacher.endswith('.py'):
-        text += config_digest(teacher)
+    if isinstance(teacher, str):  # a path or 'mmdet::...': the model config the distiller builds
+        text += json.dumps(load_teacher_model_cfg(teacher).to_dict(), sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 

@@ -95,3 +95,17 @@ def test_a_finished_stage_is_reused_until_its_config_changes(tmp_path, monkeypat
     run()
     run()
     assert trained == ['s', 's', 's']
+
+
+def test_config_digest_reads_a_teacher_named_as_mmdet_config(tmp_path):
+    """A teacher given as 'mmdet::...' is resolved as the distiller resolves it."""
+    from run_demo import config_digest
+
+    digests = []
+    for teacher in ('conditional_detr/conditional-detr', 'dab_detr/dab-detr'):
+        config = tmp_path / 'distiller.py'
+        config.write_text(
+            f'model = dict(type="S", teacher="mmdet::{teacher}_r50_8xb2-50e_coco.py")\n'
+        )
+        digests.append(config_digest(str(config)))
+    assert digests[0] != digests[1]
