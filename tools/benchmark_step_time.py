@@ -2,7 +2,7 @@
 
     python tools/benchmark_step_time.py CONFIG [CONFIG ...] [--size 320] [--batch 2]
                                         [--iters 5] [--threads N] [--solver-threads N]
-                                        [--device cpu|cuda]
+                                        [--device cpu|cuda] [--allocator keep|release]
 
 Each config is measured in turn (its own table); with several, a summary table
 with one row per config (the README's) is printed at the end.
@@ -15,7 +15,7 @@ it. The distiller's optimizer holds the student's parameters only, so both sides
 carry the same optimizer state.
 
 **Step time**, in this process, as medians over ``--iters`` timed iterations
-(after one warm-up): the student's own training step, the teacher's no-grad
+(after two warm-ups): the student's own training step, the teacher's no-grad
 forward, the distillation training step, the ratio distill / (student step +
 teacher forward), and the share of the
 distillation step spent in teacher-student matching (every
@@ -25,6 +25,16 @@ Hungarian solves). On CUDA each timing starts and ends with a
 ``--solver-threads`` how many Hungarian solves run at once (default: the
 matcher's own setting, this process's share of the CPUs; see
 ``mmdet_detrdistill/models/task_modules/assignment_solver.py``).
+
+**Allocator** (CPU timing). glibc's malloc gives large freed blocks back to the OS (``munmap``,
+heap trimming), so every step faults its working memory in again, page by page. In a virtual
+machine that returns freed guest memory to its host (free page reporting, as here), such a
+fault costs up to 10x a normal one, and how many a step takes depends on the allocator's
+history: the distill step and the student step pay different, varying amounts. With
+``--allocator keep`` (the default) the timing process keeps freed memory for reuse
+(``mallopt``: no ``mmap``, no trimming), as PyTorch's CUDA caching allocator keeps GPU memory,
+and after the warm-ups a step takes no page faults; ``--allocator release`` keeps glibc's
+defaults. Peak memory is measured in its own processes either way (below).
 
 **Peak memory**, distill step / student step alone: each side runs in a fresh
 subprocess (this script with ``--memory-probe``), so that neither sees the
@@ -95,6 +105,8 @@ from mmdet_detrdistill.testing import make_batch, smoke_model_cfg
 PROBE_TAG = 'MEMORY_PROBE'
 PROBE_STEPS = 2
 PROBE_MMAP_THRESHOLD = 64 * 1024  # glibc: blocks this large are mmapped, unmapped on free
+M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4  # glibc mallopt parameters
+WARMUP = 2  # untimed calls first: lazy state, and with --allocator keep the heap's growth
 
 
 def parse_args() -> argparse.Namespace:
@@ -122,6 +134,13 @@ def parse_args() -> argparse.Namespace:
         help='cpu or cuda (default: cuda when available)',
     )
     parser.add_argument(
+        '--allocator',
+        choices=['keep', 'release'],
+        default='keep',
+        help='CPU timing: keep freed memory in the process for reuse (default), or release it '
+        "to the OS as glibc does by default (see the docstring's *Allocator*)",
+    )
+    parser.add_argument(
         '--memory-probe', choices=['student', 'distill'], help=argparse.SUPPRESS
     )  # internal: one side of the peak-memory measurement, in a fresh process
     return parser.parse_args()
@@ -133,9 +152,22 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def keep_freed_memory() -> bool:
+    """glibc: serve every allocation from the heap and never give freed heap back to the OS
+    (``mallopt(M_MMAP_MAX, 0)``, ``mallopt(M_TRIM_THRESHOLD, -1)``), so that memory freed
+    in one step is reused by the next without page faults; False where that is not glibc."""
+    try:
+        libc = ctypes.CDLL('libc.so.6')
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    return bool(mallopt(M_MMAP_MAX, 0)) and bool(mallopt(M_TRIM_THRESHOLD, -1))
+
+
 def _time(fn: Callable[[], None], iters: int, device: torch.device) -> float:
-    """Median wall time of ``fn`` over ``iters`` calls, after one warm-up call."""
-    fn()  # warm-up
+    """Median wall time of ``fn`` over ``iters`` calls, after ``WARMUP`` warm-up calls."""
+    for _ in range(WARMUP):
+        fn()
     times = []
     for _ in range(iters):
         _sync(device)
@@ -327,7 +359,7 @@ def measure_times(args: argparse.Namespace, device: torch.device) -> Dict[str, f
     distill_step = train_step(distiller, batch, optim_wrapper_for(args.config, distiller))
     with _timed_matching(match_times, device):
         times['distill'] = _time(distill_step, args.iters, device)
-    times['matching'] = sum(match_times) / (args.iters + 1)
+    times['matching'] = sum(match_times) / (args.iters + WARMUP)
     times['matching_calls'] = len(match_times)  # 0: the method matches no teacher to student
     return times
 
@@ -378,7 +410,7 @@ def report(args: argparse.Namespace, times: Dict[str, float], memory: Peaks) -> 
         f'config: {args.config}\nimages: {args.batch} x {args.size}x{args.size}, '
         f'device: {args.device}, threads: {torch.get_num_threads()}, '
         f'solver threads: {args.solver_threads_used or "n/a"}, iters: {args.iters}, '
-        f'seed: {args.seed}'
+        f'seed: {args.seed}, allocator: {args.allocator_used}'
     )
     print('| measure | value |\n|---|---|')
     print(f'| student train step | {times["student"]:.3f} s |')
@@ -418,6 +450,9 @@ def main() -> None:
         args.config = args.configs[0]
         print(f'{PROBE_TAG} {json.dumps(dict(peaks=memory_probe(args, device)))}')
         return
+    args.allocator_used = 'CUDA caching allocator' if device.type == 'cuda' else 'release'
+    if device.type == 'cpu' and args.allocator == 'keep':
+        args.allocator_used = 'keep' if keep_freed_memory() else 'release (not glibc)'
     rows = []
     for i, config in enumerate(args.configs):
         if len(args.configs) > 1:
@@ -430,7 +465,7 @@ def main() -> None:
         solver = args.solver_threads or f"the matchers' own ({default_solver_threads()} by default)"
         print(
             f'\nsummary (threads: {torch.get_num_threads()}, solver threads: {solver}, '
-            f'device: {args.device})'
+            f'device: {args.device}, allocator: {args.allocator_used})'
         )
         print('\n'.join([SUMMARY_HEADER, *rows]))
 

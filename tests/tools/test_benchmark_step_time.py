@@ -87,3 +87,32 @@ def test_a_timed_step_is_a_training_step_with_the_configs_optimizer():
     assert all(p.grad is None for p in params)  # zero_grad after the update
     assert all(len(wrapper.optimizer.state[p]) > 0 for p in params)  # AdamW state for each
     assert any(not torch.equal(a, b) for a, b in zip(before, params))
+
+
+FAULTS_PER_STEP = """
+import resource, sys, torch
+sys.path.insert(0, 'tools')
+import benchmark_step_time as b
+if sys.argv[1] == 'keep':
+    assert b.keep_freed_memory()
+x = torch.randn(10 * 2**20)  # 40 MiB: above glibc's largest mmap threshold (32 MiB)
+def step() -> int:
+    start = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    (x * 2 + 1).sum()  # two 40 MiB temporaries, freed at the end
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - start
+print(*[step() for _ in range(8)])
+"""
+
+
+def test_allocator_keep_reuses_freed_memory_without_page_faults():
+    """With ``keep``, later steps reuse the memory earlier ones freed (no page faults); with
+    glibc's defaults every step faults its temporaries in again."""
+    faults = {}
+    for mode in ('keep', 'release'):
+        run = run_tool([sys.executable, '-c', FAULTS_PER_STEP, mode])
+        assert run.returncode == 0, run.stderr[-3000:]
+        faults[mode] = [int(n) for n in run.stdout.split()]
+    # after two warm-ups (as the benchmark's), the six kept steps together fault in less
+    # memory than any one released step (the heap may still grow once, by one temporary)
+    assert min(faults['release'][2:]) > 20000, faults  # two 40 MiB temporaries: 20480 pages
+    assert sum(faults['keep'][2:]) < min(faults['release'][2:]), faults

@@ -1,0 +1,246 @@
+"""Every table of the README's Results section, from one command.
+
+    python tools/reproduce_results.py [--list] [--only STEP [STEP ...]] [--keep-going]
+                                      [--log-dir work_dirs/reproduce]
+
+Runs, one after another, the README's own commands for its results tables (the steps below,
+each a shell command exactly as the README prints it), so that the cost benchmarks run alone on
+the machine, as the README's were. Each step's output goes to LOG_DIR/STEP.log; progress (step
+i of n, elapsed time) is printed as it goes, and a summary table at the end. The tools reuse
+finished training runs while their configs are unchanged, so a rerun after an interruption
+picks up where it stopped, and a step whose runs all exist only collects.
+
+All steps take about 15 hours on 2 CPU cores; ``--only`` runs some of them (``--list`` shows
+them, with where their results go). A failing step stops the run (``--keep-going`` goes on to
+the next) and the exit status is 1.
+"""
+
+import argparse
+import os
+import os.path as osp
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from typing import List, Sequence
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+
+DAB_TEACHER = 'configs/embedded/dab-detr_tiny-teacher_1xb8-synth.py'
+REAL_COND_DAB = (
+    'configs/{d3etr/d3etr,detrdistill/detrdistill}_{cond-detr-r101_cond-detr,'
+    'dab-detr-r101_dab-detr}-r50_8xb2-50e_coco.py '
+    'configs/oddetr/oddetr_{cond,dab}-detr-r50_8xb2-50e_coco.py'
+)
+REAL_DEFORMABLE = (
+    'configs/{d3etr/d3etr,detrdistill/detrdistill}'
+    '_deformable-detr-r101_deformable-detr-r50_16xb2-50e_coco.py '
+    'configs/oddetr/oddetr_deformable-detr-r50_16xb2-50e_coco.py'
+)
+REAL_COND = (
+    'configs/{d3etr/d3etr,detrdistill/detrdistill}_cond-detr-r101_cond-detr-r50_8xb2-50e_coco.py'
+)
+
+
+@dataclass(frozen=True)
+class Step:
+    """One README command and the table it fills."""
+
+    name: str
+    table: str  # README (sub)section
+    command: str  # run with bash, from the repository root
+    results: str  # where its numbers are written
+
+
+def _dab_settings(anchors: bool, work_dir: str) -> str:
+    """A DAB teacher run of the README's "How the DAB settings were found" table."""
+    return (
+        f'python tools/train.py {DAB_TEACHER} --work-dir {work_dir} --cfg-options '
+        f'model.with_random_refpoints={anchors} model.positional_encoding.temperature=20 '
+        'train_cfg.val_interval=1000 randomness.seed=0'
+    )
+
+
+DATA = Step(
+    'data',
+    'The generated dataset (every training step)',
+    'python tools/make_synthetic_coco.py',
+    'data/synth_coco (kept if present)',
+)
+STEPS: List[Step] = [
+    DATA,
+    Step(
+        'demo',
+        'The embedded default',
+        'python tools/run_demo.py',
+        'work_dirs/demo/results.md',
+    ),
+    Step(
+        'demo-detrdistill',
+        'The embedded default',
+        'OMP_NUM_THREADS=1 python tools/run_demo.py --method detrdistill',
+        'work_dirs/demo/results.md',
+    ),
+    Step(
+        'demo-oddetr',
+        'The embedded default',
+        'OMP_NUM_THREADS=1 python tools/ablate_oddetr.py --variants defaults',
+        'work_dirs/ablate_oddetr/ablation.md',
+    ),
+    Step(
+        'ablation',
+        'OD-DETR ablation',
+        'OMP_NUM_THREADS=1 python tools/ablate_oddetr.py',
+        'work_dirs/ablate_oddetr/ablation.md',
+    ),
+    Step(
+        'ablation-3seeds',
+        'OD-DETR ablation',
+        'OMP_NUM_THREADS=1 python tools/ablate_oddetr.py --variants defaults no-init-query '
+        '--seeds 0 1 2',
+        'work_dirs/ablate_oddetr/ablation.md',
+    ),
+    Step(
+        'accuracy',
+        'Accuracy study (all three families)',
+        'python tools/benchmark_accuracy.py --families conditional deformable dab',
+        'work_dirs/accuracy/accuracy.md, accuracy_FAMILY.png',
+    ),
+    Step(
+        'dab-settings-mmdet',
+        'How the DAB settings were found',
+        _dab_settings(False, 'work_dirs/dab_settings/mmdet'),
+        'work_dirs/dab_settings/mmdet (log: AP, losses)',
+    ),
+    Step(
+        'dab-settings-anchors',
+        'How the DAB settings were found',
+        _dab_settings(True, 'work_dirs/dab_settings/random_anchors'),
+        'work_dirs/dab_settings/random_anchors (log: AP, losses)',
+    ),
+    Step(
+        'cost-tiny',
+        'Training cost: tiny configs',
+        'OMP_NUM_THREADS=1 python tools/benchmark_step_time.py configs/*/*tiny*-s_1xb8-synth.py '
+        '--size 128 --batch 8 --iters 10 --threads 1',
+        'its log (summary table)',
+    ),
+    Step(
+        'cost-320',
+        'Training cost: real configs, 320 px',
+        f'OMP_NUM_THREADS=1 python tools/benchmark_step_time.py {REAL_COND_DAB} {REAL_DEFORMABLE} '
+        '--size 320 --batch 2 --iters 3 --threads 1',
+        'its log (summary table)',
+    ),
+    Step(
+        'allocator-release-tiny',
+        'Training cost: allocator, side by side',
+        'OMP_NUM_THREADS=1 python tools/benchmark_step_time.py configs/*/*tiny*-s_1xb8-synth.py '
+        '--size 128 --batch 8 --iters 10 --threads 1 --allocator release',
+        'its log (summary table)',
+    ),
+    Step(
+        'allocator-release-320',
+        'Training cost: allocator, side by side',
+        f'OMP_NUM_THREADS=1 python tools/benchmark_step_time.py {REAL_COND_DAB} '
+        '--size 320 --batch 2 --iters 3 --threads 1 --allocator release',
+        'its log (summary table)',
+    ),
+    Step(
+        'cost-800',
+        'Training cost: at COCO image size',
+        f'OMP_NUM_THREADS=1 python tools/benchmark_step_time.py {REAL_COND_DAB} '
+        '--size 800 --batch 2 --iters 2 --threads 1',
+        'its log (summary table)',
+    ),
+    Step(
+        'matching-1-thread',
+        'Training cost: threaded matching',
+        f'OMP_NUM_THREADS=1 python tools/benchmark_step_time.py {REAL_COND} '
+        '--size 320 --batch 2 --iters 3 --threads 1 --solver-threads 1',
+        'its log (matching per step)',
+    ),
+    Step(
+        'matching-default-threads',
+        'Training cost: threaded matching',
+        f'OMP_NUM_THREADS=1 python tools/benchmark_step_time.py {REAL_COND} '
+        '--size 320 --batch 2 --iters 3 --threads 1',
+        'its log (matching per step)',
+    ),
+]
+
+
+def parse_args(argv: Sequence[str] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--list', action='store_true', help='print the steps and exit')
+    parser.add_argument('--only', nargs='+', metavar='STEP', help='run these steps (in order)')
+    parser.add_argument('--keep-going', action='store_true', help='go on after a failed step')
+    parser.add_argument('--log-dir', default='work_dirs/reproduce', help='one log per step')
+    return parser.parse_args(argv)
+
+
+def select(steps: List[Step], only: Sequence[str] = None) -> List[Step]:
+    """The steps named in ``only`` (all if None), in the order of ``steps``; the dataset step
+    always comes first (it does nothing when the data exist)."""
+    if not only:
+        return list(steps)
+    names = [s.name for s in steps]
+    unknown = [n for n in only if n not in names]
+    if unknown:
+        raise SystemExit(
+            f'--only: no step named {", ".join(unknown)}; the steps are: {", ".join(names)} '
+            '(python tools/reproduce_results.py --list)'
+        )
+    return [s for s in steps if s.name in only or s is DATA]
+
+
+def _minutes(seconds: float) -> str:
+    return f'{seconds / 60:.1f} min'
+
+
+def run_steps(steps: List[Step], log_dir: str, keep_going: bool = False) -> int:
+    """Run each step's command with bash from the repository root; 0 if all succeeded."""
+    os.makedirs(log_dir, exist_ok=True)
+    rows, start = [], time.time()
+    for i, step in enumerate(steps, 1):
+        log = osp.join(log_dir, f'{step.name}.log')
+        print(
+            f'[{i}/{len(steps)}] {step.name} ({step.table}), {_minutes(time.time() - start)} '
+            f'so far\n    $ {step.command}\n    log: {log}',
+            flush=True,
+        )
+        t0 = time.time()
+        with open(log, 'w') as f:
+            f.write(f'$ {step.command}\n')
+            f.flush()
+            rc = subprocess.run(
+                ['bash', '-c', step.command], cwd=ROOT, stdout=f, stderr=subprocess.STDOUT
+            ).returncode
+        status = 'ok' if rc == 0 else f'FAILED (exit {rc})'
+        rows.append((step, status, time.time() - t0, log))
+        print(f'    {status} in {_minutes(time.time() - t0)}', flush=True)
+        if rc != 0 and not keep_going:
+            print(f'Stopped at {step.name}: see the end of {log}.', flush=True)
+            break
+    print('\n| step | table | status | time | results | log |\n|---|---|---|---|---|---|')
+    for step, status, seconds, log in rows:
+        print(
+            f'| {step.name} | {step.table} | {status} | {_minutes(seconds)} | {step.results} '
+            f'| {log} |'
+        )
+    failed = [r for r in rows if r[1] != 'ok']
+    return 1 if failed or len(rows) < len(steps) else 0
+
+
+def main(argv: Sequence[str] = None) -> int:
+    args = parse_args(argv)
+    steps = select(STEPS, args.only)
+    if args.list:
+        for step in steps:
+            print(f'{step.name}  [{step.table}] -> {step.results}\n    {step.command}')
+        return 0
+    return run_steps(steps, args.log_dir, args.keep_going)
+
+
+if __name__ == '__main__':
+    sys.exit(main())
