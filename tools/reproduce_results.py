@@ -228,8 +228,7 @@ def run_steps(steps: List[Step], log_dir: str, keep_going: bool = False) -> int:
             f'| {step.name} | {step.table} | {status} | {_minutes(seconds)} | {step.results} '
             f'| {log} |'
         )
-    failed = [r for r in rows if r[1] != 'ok']
-    return 1 if failed or len(rows) < len(steps) else 0
+    return 0 if all(status == 'ok' for _, status, _, _ in rows) else 1
 
 
 def main(argv: Sequence[str] = None) -> int:
