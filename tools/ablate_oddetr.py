@@ -5,13 +5,22 @@
 
 Trains, on the generated dataset and the embedded default's student schedule, the student
 alone and OD-DETR variants (``--variants``, default all): the defaults, EMA momentum x10, no
-EMA warm-up, each component switched off, and the initial-query constraint on boxes too
-(Conditional DETR only), once per seed (``--seeds``). Prints, per variant, COCO box AP (mean
-± sample std over seeds, and each seed's) and the mean ``match_instability`` logged in the
-second half of training, as a table (also WORK_DIR/ablation.md and ablation.json). Runs go
-to WORK_DIR/seedS/VARIANT and go through ``tools/run_demo.py``'s machinery (one subprocess
-each, finished runs reused), so seeds or variants can run as parallel processes and a last
-call with all of them only collects.
+EMA warm-up, each component switched off, the initial-query constraint on boxes too weighted
+by the teacher's confidence, and on boxes with uniform weights L1 5 / GIoU 2 (Conditional DETR
+only), once per seed (``--seeds``). Prints, per variant, COCO box AP (mean ± sample std over
+seeds, and each seed's) and two matching instabilities averaged over the second half of
+training: OD-DETR's (``epoch_match_instability``, DN-DETR's definition: changes of the
+final-layer matches of fixed training images between probes, ``MatchInstabilityHook``) and
+the layer-wise one (``layer_match_instability``, changes between consecutive decoder layers,
+which teacher-guided assignment lowers by construction), as a table (also
+WORK_DIR/ablation.md and ablation.json). Runs go to WORK_DIR/seedS/VARIANT and go through
+``tools/run_demo.py``'s machinery (one subprocess each, finished runs reused), so seeds or
+variants can run as parallel processes and a last call with all of them only collects.
+
+Does guided assignment stabilise matching, and do the box terms pay? Per family:
+
+    python tools/ablate_oddetr.py --family deformable --seeds 0 1 2 \
+        --variants alone defaults no-guided init-box-conf
 """
 
 import argparse
@@ -54,6 +63,10 @@ VARIANTS: Dict[str, Variant] = {
     'no-init-query': Variant('no initial-query constraint', ['model.init_query=None']),
     'no-aux': Variant('no auxiliary groups', ['model.aux_groups=None']),
     'no-warmup': Variant('EMA without warm-up', ['model.ema.gamma=1']),
+    'init-box-conf': Variant(
+        'initial-query constraint on boxes too, teacher-confidence weighted (L1 1, GIoU 0.5)',
+        ['model.init_query.losses=None', 'model.init_query.box_weighting=teacher_confidence'],
+    ),
     'init-box': Variant(
         'initial-query constraint on boxes too (L1 5, GIoU 2)', [], BOX_CONSTRAINT_CFG
     ),
@@ -92,40 +105,54 @@ def select_variants(keys: Optional[List[str]], family: str) -> List[str]:
     return [k for k in VARIANTS if k in keys]
 
 
-def mean_instability(log_file: str) -> Optional[float]:
-    """Mean of the ``match_instability`` values logged in the second half of training."""
-    iter_re = re.compile(r'Iter\(train\) \[\s*(\d+)/(\d+)\].*match_instability: ([\d.]+)')
+# (iteration, max iterations, value) of each logged value
+LAYER_INSTABILITY_RE = re.compile(
+    # `match_instability` in logs written before its rename
+    r'Iter\(train\) \[\s*(\d+)/(\d+)\].*(?<!\w)(?:layer_)?match_instability: ([\d.]+)'
+)
+EPOCH_INSTABILITY_RE = re.compile(r'epoch_match_instability at iter (\d+)/(\d+): ([\d.]+)')
+
+
+def mean_instability(log_file: str, pattern: re.Pattern = LAYER_INSTABILITY_RE) -> Optional[float]:
+    """Mean of the values ``pattern`` finds in the second half of training (default: the
+    layer-wise ``layer_match_instability`` of the training log lines)."""
     values = []
     with open(log_file) as f:
         for line in f:
-            match = iter_re.search(line)
+            match = pattern.search(line)
             if match and int(match.group(1)) * 2 > int(match.group(2)):
                 values.append(float(match.group(3)))
     return sum(values) / len(values) if values else None
 
 
+def _mean_or_na(values: List[Optional[float]]) -> str:
+    values = [v for v in values if v is not None]
+    return f'{statistics.mean(values):.3f}' if values else 'n/a'
+
+
 def table(records: Dict[str, Dict[int, Dict]]) -> str:
     """Markdown, one row per variant over its seeds: AP / AP50 / AP75 as mean ± sample std,
-    each seed's AP, the mean match instability and the mean train time.
+    each seed's AP, the mean match instabilities (OD-DETR's across probes, and layer-wise)
+    and the mean train time.
 
     Args:
         records: variant key -> seed -> run record (``metrics``, ``train_time_s``,
-            ``match_instability``).
+            ``epoch_match_instability``, ``layer_match_instability``).
     """
     out = [
         '| variant | seeds | AP | AP50 | AP75 | AP per seed | '
-        'match instability (2nd half mean) | train time |',
-        '|---|---|---|---|---|---|---|---|',
+        'match instability, OD-DETR (2nd half mean) | layer-wise (2nd half mean) | train time |',
+        '|---|---|---|---|---|---|---|---|---|',
     ]
     for key, by_seed in records.items():
         recs = [by_seed[s] for s in sorted(by_seed)]
         aps = ' | '.join(spread([r['metrics'][m] for r in recs]) for m in METRICS)
         per_seed = ' / '.join(f'{100 * r["metrics"]["bbox_mAP"]:.1f}' for r in recs)
-        instab = [r['match_instability'] for r in recs if r['match_instability'] is not None]
-        inst = f'{statistics.mean(instab):.3f}' if instab else 'n/a'
+        epoch = _mean_or_na([r.get('epoch_match_instability') for r in recs])
+        layer = _mean_or_na([r.get('layer_match_instability') for r in recs])
         minutes = statistics.mean(r['train_time_s'] for r in recs) / 60
         out.append(
-            f'| {VARIANTS[key].name} | {len(recs)} | {aps} | {per_seed} | {inst} | '
+            f'| {VARIANTS[key].name} | {len(recs)} | {aps} | {per_seed} | {epoch} | {layer} | '
             f'{minutes:.1f} min |'
         )
     return '\n'.join(out)
@@ -155,13 +182,19 @@ def main() -> None:
             variant = VARIANTS[key]
             stage = Stage(key, variant.config or oddetr_cfg, s_iters, variant.options)
             rec = run_stage(stage, seed_dir, seed, data_root)
-            instab = mean_instability(osp.join(seed_dir, f'{key}.log'))
-            records[key][seed] = dict(rec, match_instability=instab)
+            log = osp.join(seed_dir, f'{key}.log')
+            records[key][seed] = dict(
+                rec,
+                epoch_match_instability=mean_instability(log, EPOCH_INSTABILITY_RE),
+                layer_match_instability=mean_instability(log),
+            )
     seeds = ' '.join(map(str, args.seeds))
     note = (
         f'OD-DETR ablation, {args.family} family: generated data `{data_root}` ({num_train} '
         f'train / {num_val} val images), {s_iters} iterations, seeds {seeds}; COCO box AP (%), '
-        'mean ± sample std over seeds.'
+        'mean ± sample std over seeds. Match instability, OD-DETR: fraction of the GT boxes of '
+        'fixed training images whose final-layer matched query changed since the previous probe '
+        '(MatchInstabilityHook, as configured); layer-wise: between consecutive decoder layers.'
     )
     text = f'{note}\n\n{table(records)}\n'
     print('\n' + text)

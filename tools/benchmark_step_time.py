@@ -304,13 +304,17 @@ def _probe_steps(
     return peaks
 
 
-def memory_probe(args: argparse.Namespace, device: torch.device) -> Optional[Dict[str, int]]:
+def memory_probe(
+    args: argparse.Namespace, device: torch.device, warmup: bool = True
+) -> Optional[Dict[str, int]]:
     """Peak memory of one side, in bytes, over ``PROBE_STEPS`` passes without the optimizer
     (``no_optimizer``) and then as well over ``PROBE_STEPS`` training steps (``train``), see
-    the docstring; None on a CPU without Linux's ``/proc/self/clear_refs``."""
+    the docstring; None on a CPU without Linux's ``/proc/self/clear_refs``. ``warmup=False``
+    skips the first, unmeasured step, for a process that already ran the same code."""
     if device.type != 'cuda' and not os.path.exists('/proc/self/clear_refs'):
         return None
-    _probe_steps(args, device, 1, lambda: 0)  # code paths run once (pages in code, threads)
+    if warmup:
+        _probe_steps(args, device, 1, lambda: 0)  # code paths run once (pages in code, threads)
     gc.collect()
     if device.type == 'cuda':
         torch.cuda.reset_peak_memory_stats(device)

@@ -48,7 +48,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         print('no student config written (the checkpoint stores no usable training config)')
         config_path = '<student config>'
     else:
-        print(f'wrote {config_path} (student-only config, no custom_imports)')
+        print(f'wrote {config_path} (student-only config: no type, hook or import of this package)')
     print(
         f'test it with plain mmdet (without this package): python tools/test.py {config_path} '
         f"{out} in an mmdet checkout, or mmdet.apis.init_detector('{config_path}', '{out}')"

@@ -1,11 +1,11 @@
-"""Every table of the README's Results section, from one command.
+"""Every table of the result reports (docs/reports/), from one command.
 
     python tools/reproduce_results.py [--list] [--only STEP [STEP ...]] [--keep-going]
                                       [--log-dir work_dirs/reproduce]
 
-Runs, one after another, the README's own commands for its results tables (the steps below,
-each a shell command exactly as the README prints it), so that the cost benchmarks run alone on
-the machine, as the README's were. Each step's output goes to LOG_DIR/STEP.log; progress (step
+Runs, one after another, the commands of the reports' tables (the steps below, each a shell
+command exactly as the report prints it), so that the cost benchmarks run alone on the machine,
+as the reports' were. Each step's output goes to LOG_DIR/STEP.log; progress (step
 i of n, elapsed time) is printed as it goes, and a summary table at the end. The tools reuse
 finished training runs while their configs are unchanged, so a rerun after an interruption
 picks up where it stopped, and a step whose runs all exist only collects.
@@ -44,16 +44,16 @@ REAL_COND = (
 
 @dataclass(frozen=True)
 class Step:
-    """One README command and the table it fills."""
+    """One report command and the table it fills."""
 
     name: str
-    table: str  # README (sub)section
+    table: str  # report (sub)section in docs/reports/
     command: str  # run with bash, from the repository root
     results: str  # where its numbers are written
 
 
 def _dab_settings(anchors: bool, work_dir: str) -> str:
-    """A DAB teacher run of the README's "How the DAB settings were found" table."""
+    """A DAB teacher run of the accuracy report's "How the DAB settings were found" table."""
     return (
         f'python tools/train.py {DAB_TEACHER} --work-dir {work_dir} --cfg-options '
         f'model.with_random_refpoints={anchors} model.positional_encoding.temperature=20 '

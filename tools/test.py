@@ -3,6 +3,10 @@
 
     python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--out results.pkl]
                          [--show-dir DIR] [--cfg-options ...] [--launcher ...]
+
+For a distiller CONFIG, CHECKPOINT may be a distiller checkpoint or a plain checkpoint of its
+student; the teacher's checkpoint is not read (a distiller loads it only when training
+starts), so it need not exist here. mmdet's own tools/test.py behaves the same.
 """
 
 import argparse

@@ -80,8 +80,9 @@ def build_cfg(args: argparse.Namespace) -> Config:
         cfg.resume, cfg.load_from = True, None
     elif args.resume is not None:
         cfg.resume, cfg.load_from = True, args.resume
-    # resume must never execute config text stored in a checkpoint, and must continue
-    # with the random numbers an uninterrupted run would have drawn
+    # The method configs get these hooks from configs/_base_/distill_runtime.py, so that any
+    # entry point behaves the same; this only adds them to a config without them (a teacher
+    # config) and changes nothing for the others.
     hooks = list(cfg.get('custom_hooks') or [])
     for hook in ('DropExecutableConfigHook', 'RNGStateHook'):
         if not any(h.get('type') == hook for h in hooks):

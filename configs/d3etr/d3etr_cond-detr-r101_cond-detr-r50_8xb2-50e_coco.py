@@ -2,8 +2,12 @@
 # Paper (arXiv 2211.09768): +2.4 mAP over the 50-epoch student.
 # Train: tools/dist_train.sh configs/d3etr/<this file> 8 \
 #            --cfg-options model.teacher_ckpt=PATH/TO/TEACHER.pth
-_base_ = 'mmdet::conditional_detr/conditional-detr_r50_8xb2-50e_coco.py'
+_base_ = [
+    'mmdet::conditional_detr/conditional-detr_r50_8xb2-50e_coco.py',
+    '../_base_/distill_runtime.py',
+]
 custom_imports = dict(imports=['mmdet_detrdistill'], allow_failed_imports=False)
+default_hooks = dict(checkpoint=dict(type='AtomicCheckpointHook'))  # kill-safe saves
 
 model = dict(
     _delete_=True,
@@ -27,14 +31,16 @@ model = dict(
         loss_cls=dict(type='SoftBCEDistillLoss', loss_weight=1.0),
         loss_bbox=dict(type='L1Loss', loss_weight=5.0),
         loss_iou=dict(type='GIoULoss', loss_weight=2.0),
-        loss_self_attn=dict(type='AttentionMapDistillLoss', loss_weight=1e4),
-        loss_cross_attn=dict(type='AttentionMapDistillLoss', loss_weight=1e3),
+        # MSE x (keys / ref_num_keys)^2: the published weights at 300 queries and 25x42 C5 keys
+        loss_self_attn=dict(type='AttentionMapDistillLoss', loss_weight=1e4, ref_num_keys=300),
+        loss_cross_attn=dict(type='AttentionMapDistillLoss', loss_weight=1e3, ref_num_keys=1050),
     ),
     fixed_losses=dict(
         loss_cls=dict(type='SoftBCEDistillLoss', loss_weight=1.0),
         loss_bbox=dict(type='L1Loss', loss_weight=5.0),
         loss_iou=dict(type='GIoULoss', loss_weight=2.0),
-        loss_self_attn=dict(type='AttentionMapDistillLoss', loss_weight=1e4),
-        loss_cross_attn=dict(type='AttentionMapDistillLoss', loss_weight=1e3),
+        # MSE x (keys / ref_num_keys)^2: the published weights at 300 queries and 25x42 C5 keys
+        loss_self_attn=dict(type='AttentionMapDistillLoss', loss_weight=1e4, ref_num_keys=300),
+        loss_cross_attn=dict(type='AttentionMapDistillLoss', loss_weight=1e3, ref_num_keys=1050),
     ),
 )

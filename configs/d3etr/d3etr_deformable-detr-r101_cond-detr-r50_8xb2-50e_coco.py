@@ -4,8 +4,12 @@
 # Conditional DETR attends over). Fixed matching is off: a Deformable query
 # (content + position + reference point) has no Conditional DETR equivalent,
 # and the distiller refuses fixed matching across query formats at build time.
-_base_ = 'mmdet::conditional_detr/conditional-detr_r50_8xb2-50e_coco.py'
+_base_ = [
+    'mmdet::conditional_detr/conditional-detr_r50_8xb2-50e_coco.py',
+    '../_base_/distill_runtime.py',
+]
 custom_imports = dict(imports=['mmdet_detrdistill'], allow_failed_imports=False)
+default_hooks = dict(checkpoint=dict(type='AtomicCheckpointHook'))  # kill-safe saves
 
 model = dict(
     _delete_=True,

@@ -3,8 +3,12 @@
 # D3ETRDistiller; d3etr_cond-detr-r101_cond-detr-r50_8xb2-50e_coco.py spells them out.
 # Train: tools/dist_train.sh configs/d3etr/<this file> 8 \
 #            --cfg-options model.teacher_ckpt=PATH/TO/TEACHER.pth
-_base_ = 'mmdet::deformable_detr/deformable-detr-refine-twostage_r50_16xb2-50e_coco.py'
+_base_ = [
+    'mmdet::deformable_detr/deformable-detr-refine-twostage_r50_16xb2-50e_coco.py',
+    '../_base_/distill_runtime.py',
+]
 custom_imports = dict(imports=['mmdet_detrdistill'], allow_failed_imports=False)
+default_hooks = dict(checkpoint=dict(type='AtomicCheckpointHook'))  # kill-safe saves
 
 model = dict(
     _delete_=True,

@@ -4,8 +4,12 @@
 # None (e.g. --cfg-options model.components.feature=None) switches it off.
 # Train: tools/dist_train.sh configs/detrdistill/<this file> 8 \
 #            --cfg-options model.teacher_ckpt=PATH/TO/TEACHER.pth
-_base_ = 'mmdet::deformable_detr/deformable-detr_r50_16xb2-50e_coco.py'
+_base_ = [
+    'mmdet::deformable_detr/deformable-detr_r50_16xb2-50e_coco.py',
+    '../_base_/distill_runtime.py',
+]
 custom_imports = dict(imports=['mmdet_detrdistill'], allow_failed_imports=False)
+default_hooks = dict(checkpoint=dict(type='AtomicCheckpointHook'))  # kill-safe saves
 
 model = dict(
     _delete_=True,

@@ -3,8 +3,12 @@
 # (detrdistill_deformable-detr-r101_deformable-detr-r50_16xb2-50e_coco.py) spells them out.
 # Train: tools/dist_train.sh configs/detrdistill/<this file> 8 \
 #            --cfg-options model.teacher_ckpt=PATH/TO/TEACHER.pth
-_base_ = 'mmdet::conditional_detr/conditional-detr_r50_8xb2-50e_coco.py'
+_base_ = [
+    'mmdet::conditional_detr/conditional-detr_r50_8xb2-50e_coco.py',
+    '../_base_/distill_runtime.py',
+]
 custom_imports = dict(imports=['mmdet_detrdistill'], allow_failed_imports=False)
+default_hooks = dict(checkpoint=dict(type='AtomicCheckpointHook'))  # kill-safe saves
 
 model = dict(
     _delete_=True,

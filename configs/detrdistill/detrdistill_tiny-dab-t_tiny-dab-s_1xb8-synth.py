@@ -1,7 +1,11 @@
 # DETRDistill on the embedded default (DAB-DETR): tiny teacher -> tiny student.
 #   python tools/run_demo.py --family dab --method detrdistill
-_base_ = '../embedded/dab-detr_tiny-student_1xb8-synth.py'
+_base_ = [
+    '../embedded/dab-detr_tiny-student_1xb8-synth.py',
+    '../_base_/distill_runtime.py',
+]
 custom_imports = dict(imports=['mmdet_detrdistill'], allow_failed_imports=False)
+default_hooks = dict(checkpoint=dict(type='AtomicCheckpointHook'))  # kill-safe saves
 
 model = dict(
     _delete_=True,

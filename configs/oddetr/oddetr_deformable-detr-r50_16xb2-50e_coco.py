@@ -2,8 +2,12 @@
 # EMA momentum, warm-up and loss weights are not published: these defaults come from the
 # ablation on the embedded default (README, "OD-DETR ablation"); every one is a config key.
 # Train: tools/dist_train.sh configs/oddetr/<this file> 8
-_base_ = 'mmdet::deformable_detr/deformable-detr_r50_16xb2-50e_coco.py'
+_base_ = [
+    'mmdet::deformable_detr/deformable-detr_r50_16xb2-50e_coco.py',
+    '../_base_/distill_runtime.py',
+]
 custom_imports = dict(imports=['mmdet_detrdistill'], allow_failed_imports=False)
+default_hooks = dict(checkpoint=dict(type='AtomicCheckpointHook'))  # kill-safe saves
 
 model = dict(
     _delete_=True,

@@ -2,8 +2,12 @@
 # EMA, assignment, groups and weights are ODDETRDistiller's defaults; the Deformable R50
 # config (oddetr_deformable-detr-r50_16xb2-50e_coco.py) spells them out.
 # Train: tools/dist_train.sh configs/oddetr/<this file> 8
-_base_ = 'mmdet::deformable_detr/deformable-detr-refine_r50_16xb2-50e_coco.py'
+_base_ = [
+    'mmdet::deformable_detr/deformable-detr-refine_r50_16xb2-50e_coco.py',
+    '../_base_/distill_runtime.py',
+]
 custom_imports = dict(imports=['mmdet_detrdistill'], allow_failed_imports=False)
+default_hooks = dict(checkpoint=dict(type='AtomicCheckpointHook'))  # kill-safe saves
 
 model = dict(_delete_=True, type='ODDETRDistiller', student={{_base_.model}})
 

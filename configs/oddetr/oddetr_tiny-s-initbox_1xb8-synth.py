@@ -5,6 +5,7 @@ _base_ = './oddetr_tiny-s_1xb8-synth.py'
 
 model = dict(
     init_query=dict(
+        box_weighting='uniform',
         losses=dict(
             loss_bbox=dict(_delete_=True, type='L1Loss', loss_weight=5.0),
             loss_iou=dict(_delete_=True, type='GIoULoss', loss_weight=2.0),

@@ -1,7 +1,11 @@
 # OD-DETR on the embedded default (conditional): the tiny student and its own EMA teacher.
 #   python tools/run_demo.py --family conditional --method oddetr
-_base_ = '../embedded/conditional-detr_tiny-student_1xb8-synth.py'
+_base_ = [
+    '../embedded/conditional-detr_tiny-student_1xb8-synth.py',
+    '../_base_/distill_runtime.py',
+]
 custom_imports = dict(imports=['mmdet_detrdistill'], allow_failed_imports=False)
+default_hooks = dict(checkpoint=dict(type='AtomicCheckpointHook'))  # kill-safe saves
 
 model = dict(
     _delete_=True,
@@ -9,13 +13,17 @@ model = dict(
     student={{_base_.model}},
     ema=dict(type='ExpMomentumEMA', momentum=1e-3, gamma=100),
     guided_assignment=dict(type='TeacherGuidedAssignment', alpha=0.5),
-    # class scores only (box terms collapse against an EMA of the student, see ODDETRDistiller)
-    init_query=dict(
-        type='FixedMatchKD',
-        losses=dict(loss_bbox=None, loss_iou=None, loss_self_attn=None, loss_cross_attn=None),
-    ),
+    # class scores only (box terms collapse against an EMA of the student, see ODDETRDistiller;
+    # `losses=None` adds them weighted by the teacher's confidence, see InitialQueryKD)
+    init_query=dict(type='InitialQueryKD', losses=dict(loss_bbox=None, loss_iou=None)),
     aux_groups=dict(type='AuxiliaryQueryGroups', num_per_gt=2),
 )
 
 # the optimizer leaves the frozen EMA teacher out (no warning per teacher parameter)
 optim_wrapper = dict(constructor='StudentOptimWrapperConstructor')
+# OD-DETR's matching instability (DN-DETR's): the final-layer matches of 64 training images,
+# compared every 125 iterations (one epoch of the generated train set, 1000 images, batch 8)
+custom_hooks = [
+    *_base_.custom_hooks,
+    dict(type='MatchInstabilityHook', num_images=64, interval=125),
+]

@@ -15,7 +15,7 @@ class DropExecutableConfigHook(Hook):
     code on resume even though its tensors load with ``weights_only=True``.
     MMEngine itself writes the config under ``meta['cfg']`` and only reads
     ``'config'`` to compare GPU counts, so dropping it loses nothing.
-    ``tools/train.py`` adds this hook to every run.
+    Set by ``configs/_base_/distill_runtime.py``.
     """
 
     priority = 'VERY_HIGH'

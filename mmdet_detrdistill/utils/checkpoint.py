@@ -20,6 +20,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from .remote_checkpoint import is_url, local_checkpoint_path
+
 MapLocation = Union[str, torch.device, Callable, Dict[str, str], None]
 
 # Typecodes of the numpy dtypes allowed inside checkpoints: bool, ints, uints, floats and
@@ -190,6 +192,29 @@ def load_checkpoint_file(filename: str, map_location: MapLocation = 'cpu') -> Di
     return checkpoint
 
 
+def read_checkpoint(filename: str, role: str = 'teacher') -> Dict[str, Any]:
+    """:func:`load_checkpoint_file` for a path, an ``http(s)://`` URL or any mmengine fileio path.
+
+    A URL is downloaded once into the cache ``load_from`` uses (torch.hub's
+    ``checkpoints/`` directory), other backends are fetched to a temporary file; either way the
+    bytes are then loaded by the same safe loader as a local file (see
+    :mod:`mmdet_detrdistill.utils.remote_checkpoint`). A downloaded file that is refused as
+    unsafe is deleted from the cache: mmengine's ``load_from`` reads cached URLs with
+    ``torch.load(weights_only=False)`` and must not find it there.
+    """
+    with local_checkpoint_path(filename, role) as path:
+        if path == os.fspath(filename):
+            return load_checkpoint_file(path)
+        try:
+            return load_checkpoint_file(path)
+        except ValueError as err:  # UnsafeCheckpointError included
+            removed = ''
+            if isinstance(err, UnsafeCheckpointError) and is_url(filename):
+                os.remove(path)
+                removed = '; the downloaded file was deleted from the cache'
+            raise type(err)(f'{err} (fetched from {filename!r}{removed})') from None
+
+
 def drop_executable_config(checkpoint: Dict[str, Any]) -> bool:
     """Remove ``meta['config']`` from a loaded checkpoint; return whether it was there.
 
@@ -249,14 +274,15 @@ def load_weights_strictly(model: nn.Module, filename: str, role: str = 'teacher'
 
     Args:
         model: The module to fill.
-        filename: Checkpoint path.
+        filename: Checkpoint path, ``http(s)://`` URL or mmengine fileio path (see
+            :func:`read_checkpoint`).
         role: What the model is (e.g. ``'teacher'``), for error messages.
 
     Raises:
         CheckpointMismatchError: Keys are missing, unexpected or have mismatched shapes
             (nothing is loaded).
     """
-    state = extract_state_dict(load_checkpoint_file(filename), filename)
+    state = extract_state_dict(read_checkpoint(filename, role), filename)
     own = model.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))

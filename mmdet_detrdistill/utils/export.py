@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from .checkpoint import get_raw_state_dict, load_checkpoint_file, save_checkpoint_atomically
+from .plain_config import plain_mmdet_config
 
 STUDENT_PREFIX = 'student.'
 _META_KEYS = ('epoch', 'iter', 'seed', 'experiment_name', 'time', 'mmengine_version')
@@ -81,11 +82,13 @@ def parse_config_text(text: str) -> Dict[str, Any]:
 def student_config_text(cfg_text: str) -> str:
     """Turn a distiller training config into a plain-mmdet config of its student.
 
-    ``model`` becomes ``model['student']``; ``custom_imports`` is removed and ``load_from`` /
-    ``resume`` are reset (they pointed at the teacher / distiller checkpoints).
+    ``model`` becomes ``model['student']``; every hook, optimizer constructor, type and import
+    of this package is mapped back to MMDetection's or dropped (:func:`plain_mmdet_config`);
+    ``load_from`` / ``resume`` are reset (they pointed at the teacher / distiller checkpoints).
 
     Raises:
-        ValueError: The config is not literal-only or has no ``model['student']`` dict.
+        ValueError: The config is not literal-only, has no ``model['student']`` dict, or holds
+            a type of this package that plain mmdet has no equivalent for.
     """
     from mmengine.config import Config
 
@@ -94,7 +97,7 @@ def student_config_text(cfg_text: str) -> str:
     if not isinstance(student, dict) or 'type' not in student:
         raise ValueError("the config has no model['student'] dict with a 'type'")
     cfg['model'] = student
-    cfg.pop('custom_imports', None)
+    cfg, _ = plain_mmdet_config(cfg)
     cfg.update(load_from=None, resume=False)
     return Config(cfg).pretty_text
 
@@ -110,6 +113,14 @@ def _write_text_atomically(text: str, filename: str) -> None:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+def _chmod_as_new_file(filename: str) -> None:
+    """Give ``filename`` the mode ``open()`` gives a new file (0666 minus the umask), not the
+    0600 of the temporary file it was written to: as readable as the exported config."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(filename, 0o666 & ~umask)
 
 
 def _student_state_dict(checkpoint: Dict[str, Any], filename: str) -> Dict[str, torch.Tensor]:
@@ -167,6 +178,7 @@ def export_student(checkpoint: str, out: str) -> Tuple[str, Optional[str]]:
         except (SyntaxError, ValueError) as err:
             warnings.warn(f'no student config written for {checkpoint!r}: {err}', stacklevel=2)
     save_checkpoint_atomically({'meta': meta, 'state_dict': state}, out)
+    _chmod_as_new_file(out)
     if config_path is not None:
         _write_text_atomically(config_text, config_path)
     return out, config_path

@@ -11,17 +11,19 @@ from mmdet_detrdistill.testing import make_batch, smoke_model_cfg
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 # every config with a model: all of configs/ but the data-only base of the embedded default
+# and the runtime-only bases of configs/_base_/
 CONFIGS = sorted(
     p
     for p in glob.glob(osp.join(ROOT, 'configs', '**', '*.py'), recursive=True)
     if not osp.basename(p).startswith('synth-coco_data')
+    and osp.basename(osp.dirname(p)) != '_base_'
 )
 DISTILL_PREFIXES = ('d3etr.', 'detrdistill.', 'oddetr.')
 
 
 def test_configs_are_found():
     dirs = {osp.basename(osp.dirname(p)) for p in CONFIGS}
-    assert {'d3etr', 'detrdistill', 'teachers', 'embedded'} <= dirs
+    assert {'d3etr', 'detrdistill', 'teachers', 'students', 'own_dataset', 'embedded'} <= dirs
 
 
 @pytest.mark.parametrize('path', CONFIGS, ids=lambda p: osp.relpath(p, ROOT))
@@ -40,5 +42,7 @@ def test_config_builds_and_steps(path):
     if hasattr(model, 'teacher'):
         if 'r101' in osp.basename(path):
             assert model.teacher.backbone.depth == 101 and model.student.backbone.depth == 50
+        if '-zoo_' in osp.basename(path):  # mmdet's published R50 teacher, an R18 student
+            assert model.teacher.backbone.depth == 50 and model.student.backbone.depth == 18
         assert any(k.startswith(DISTILL_PREFIXES) for k in losses)
         assert all(p.grad is None for p in model.teacher.parameters())

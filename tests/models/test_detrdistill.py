@@ -11,8 +11,10 @@ from mmdet_detrdistill.models.task_modules import TeacherAssistedAssigner
 from mmdet_detrdistill.testing import FAMILY_CONFIGS, distiller_cfg, make_batch, tiny_detr_cfg
 
 FAMILIES = list(FAMILY_CONFIGS)
-COMPONENTS = ('logits', 'feature', 'query_prior')
-ARGS = dict(logits='logits_kd', feature='feature_kd', query_prior='query_prior')
+COMPONENTS = ('logits', 'feature', 'query_prior', 'contrastive')
+ARGS = dict(
+    logits='logits_kd', feature='feature_kd', query_prior='query_prior', contrastive='contrastive'
+)
 
 
 def _build(student, teacher, method='DETRDistillDistiller', seed=0, **kwargs):

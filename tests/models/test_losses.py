@@ -21,7 +21,7 @@ def test_soft_bce_gradient_equals_plain_bce_gradient():
 
 
 def test_attention_loss_zero_when_equal_and_shape_checked():
-    loss = AttentionMapDistillLoss(loss_weight=10.0)
+    loss = AttentionMapDistillLoss(loss_weight=10.0, ref_num_keys=7)  # 7 keys: a plain MSE
     a = torch.rand(2, 3, 7).softmax(-1)
     assert loss(a.clone(), a).item() == 0
     torch.testing.assert_close(loss(a + 0.1, a), torch.tensor(10.0 * 0.01))

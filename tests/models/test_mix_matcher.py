@@ -77,6 +77,28 @@ def test_layer_pairs_and_fixed_match():
     assert torch.equal(s_idx, torch.arange(4).expand(2, -1)) and torch.equal(s_idx, t_idx)
 
 
+@pytest.mark.parametrize('num_teacher', range(1, 9))
+@pytest.mark.parametrize('num_student', range(1, 9))
+def test_layer_pairs_stay_in_the_teacher_spread_evenly_and_end_together(num_student, num_teacher):
+    """Every depth pair 1..8 x 1..8: one pair per student layer, in order, teacher indices in
+    [0, Lt) and non-decreasing, last with last, identity at equal depth; a deeper student uses
+    every teacher layer in blocks whose sizes differ by at most one, a shallower one never
+    uses a teacher layer twice."""
+    pairs = MixMatcher.layer_pairs(num_student, num_teacher)
+    assert [s for s, _ in pairs] == list(range(num_student))
+    teacher = [t for _, t in pairs]
+    assert all(0 <= t < num_teacher for t in teacher), teacher
+    assert teacher == sorted(teacher)
+    assert pairs[-1] == (num_student - 1, num_teacher - 1)
+    if num_student == num_teacher:
+        assert teacher == list(range(num_student))
+    if num_student >= num_teacher:
+        blocks = [teacher.count(t) for t in range(num_teacher)]
+        assert min(blocks) >= 1 and max(blocks) - min(blocks) <= 1, blocks
+    else:
+        assert len(set(teacher)) == num_student
+
+
 def test_needs_at_least_one_kind():
     with pytest.raises(ValueError, match='adaptive'):
         MixMatcher(adaptive=False, fixed=False)

@@ -45,7 +45,7 @@ def test_step_trains_every_student_parameter_and_never_the_teacher(family):
     losses = model(**make_batch(model), mode='loss')
     prefixes = ('oddetr.init_query.d1.', 'oddetr.aux.d1.')
     assert all(any(k.startswith(p) for k in losses) for p in prefixes)
-    assert 0.0 <= losses['match_instability'] <= 1.0
+    assert 0.0 <= losses['layer_match_instability'] <= 1.0
     assert all(torch.isfinite(v) for v in losses.values())
     _total(losses).backward()
     assert all(p.grad is None and not p.requires_grad for p in model.teacher.parameters())
@@ -254,7 +254,7 @@ def test_auxiliary_padding_slots_are_invisible():
 def test_batch_without_gt_still_logs_aux_losses_as_zero():
     model = _build('deformable')
     losses = model(**make_batch(model, num_items=(0, 0)), mode='loss')
-    assert losses['oddetr.aux.d1.loss_cls'] == 0 and losses['match_instability'] == 0
+    assert losses['oddetr.aux.d1.loss_cls'] == 0 and losses['layer_match_instability'] == 0
     assert all(torch.isfinite(v) for v in losses.values())
     _total(losses).backward()
 
@@ -272,3 +272,71 @@ def test_match_instability_counts_changed_matches():
     layer1 = torch.tensor([3, 0, 0, 2, 1])
     assert match_instability([(3, layer0), (3, layer1)], 2, 1).item() == pytest.approx(1 / 3)
     assert match_instability([(0, torch.zeros(5, dtype=torch.long))] * 2, 2, 1).item() == 0
+
+
+def _two_stage_pair_differing_in_proposal_choice():
+    """A two-stage OD-DETR whose EMA teacher equals the student except for the encoder's
+    proposal classifier, which only chooses the top-k proposals: the two models decode
+    any one proposal alike, but each picks its own."""
+    torch.manual_seed(0)
+    student = tiny_detr_cfg('deformable-twostage', dropout=0.0)
+    ema = dict(type='ExpMomentumEMA', momentum=1e-4, gamma=1e-3)  # the teacher barely moves
+    model = MODELS.build(dict(type='ODDETRDistiller', student=student, ema=ema))
+    model.init_weights()
+    model.train().update_teacher()  # the first update copies the student
+    scorer = model.student.bbox_head.cls_branches[model.student.decoder.num_layers]
+    with torch.no_grad():
+        for p in scorer.parameters():
+            p.copy_(torch.randn_like(p))
+    return model
+
+
+def _spy(monkeypatch, obj, name, seen, *keys):
+    """Record the positional arguments of ``obj.name`` under ``keys``."""
+    original = getattr(obj, name)
+
+    def spy(*args, **kwargs):
+        seen.update(zip(keys, args))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(obj, name, spy)
+
+
+def test_two_stage_guidance_is_the_teacher_on_the_students_own_proposals(monkeypatch):
+    """Two-stage: student query i is the student's own i-th encoder proposal. The teacher
+    outputs that guide its assignment must be for that same proposal: here (models equal
+    but for which proposals they pick) they are the student's own outputs, query by query.
+    The initial-query group pairs teacher query i with the teacher's outputs for it."""
+    model = _two_stage_pair_differing_in_proposal_choice()
+    seen = {}
+    _spy(monkeypatch, model, 'student_gt_loss', seen, 'student', 'samples', 'teacher')
+    _spy(monkeypatch, model.components['guided'], 'gt_assigner', seen, 'guide')
+    model(**make_batch(model), mode='loss')
+    student, teacher, guide = seen['student'], seen['teacher'], seen['guide']
+    # the test can fail: each model picked other proposals than the other
+    assert not torch.allclose(student.own_queries.reference, teacher.own_queries.reference)
+    assert torch.equal(guide.own_queries.reference, student.own_queries.reference)
+    for got, want in zip(guide.group(OWN_GROUP), student.group(OWN_GROUP)):
+        torch.testing.assert_close(got[-1], want[-1], atol=1e-4, rtol=1e-4)
+    init_query = student.group('teacher_queries')  # the teacher's queries in the student
+    for got, want in zip(init_query, teacher.group(OWN_GROUP)):
+        torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
+
+
+def test_two_stage_guidance_without_the_students_proposals_is_refused():
+    """An external teacher decodes its own proposals: guiding a two-stage student with them
+    would mix unrelated queries, so the first step stops with what to use instead."""
+    model = MODELS.build(
+        dict(
+            type='ConfigurableDistiller',
+            student=tiny_detr_cfg('deformable-twostage'),
+            teacher=tiny_detr_cfg('deformable-twostage'),
+            allow_untrained_teacher=True,
+            components=dict(guided=dict(type='TeacherGuidedAssignment')),
+        )
+    )
+    model.init_weights()
+    with pytest.raises(
+        ValueError, match=r'ODDETRDistiller.*as_two_stage=False.*components\.guided'
+    ):
+        model.train()(**make_batch(model), mode='loss')

@@ -7,12 +7,23 @@ import sys
 import pytest
 
 sys.path.insert(0, osp.join(osp.dirname(__file__), '..', '..', 'tools'))
-from ablate_oddetr import VARIANTS, mean_instability, select_variants, table  # noqa: E402
+from ablate_oddetr import (  # noqa: E402
+    EPOCH_INSTABILITY_RE,
+    VARIANTS,
+    mean_instability,
+    select_variants,
+    table,
+)
 
 
-def _record(ap: float, instability, minutes: float = 2.0) -> dict:
+def _record(ap: float, epoch, layer, minutes: float = 2.0) -> dict:
     metrics = dict(bbox_mAP=ap, bbox_mAP_50=2 * ap, bbox_mAP_75=ap / 2)
-    return dict(metrics=metrics, train_time_s=60 * minutes, match_instability=instability)
+    return dict(
+        metrics=metrics,
+        train_time_s=60 * minutes,
+        epoch_match_instability=epoch,
+        layer_match_instability=layer,
+    )
 
 
 def test_select_variants_keeps_table_order_and_family_limits():
@@ -23,6 +34,7 @@ def test_select_variants_keeps_table_order_and_family_limits():
     assert select_variants(None, 'conditional') == list(VARIANTS)
     # the box-constraint variant has its own Conditional DETR config: skipped by default ...
     assert 'init-box' not in select_variants(None, 'dab')
+    assert 'init-box-conf' in select_variants(None, 'dab')  # options only: every family
     # ... and a clear error when asked for explicitly
     with pytest.raises(ValueError, match='init-box.*Conditional DETR.*--family deformable'):
         select_variants(['defaults', 'init-box'], 'deformable')
@@ -31,20 +43,34 @@ def test_select_variants_keeps_table_order_and_family_limits():
 def test_mean_instability_averages_the_second_half_only(tmp_path):
     log = tmp_path / 'v.log'
     log.write_text(
-        'Iter(train) [ 50/200]  loss: 3.0  match_instability: 0.9000\n'
-        'Iter(train) [100/200]  loss: 3.0  match_instability: 0.8000\n'
-        'Iter(train) [150/200]  loss: 2.0  match_instability: 0.2000\n'
-        'Iter(train) [200/200]  loss: 2.0  match_instability: 0.1000\n'
+        'Iter(train) [ 50/200]  loss: 3.0  layer_match_instability: 0.9000\n'
+        'epoch_match_instability at iter 50/200: 0.7000 (9 GT boxes of 4 probe images)\n'
+        'Iter(train) [100/200]  loss: 3.0  layer_match_instability: 0.8000  '
+        'epoch_match_instability: 0.7000\n'
+        'epoch_match_instability at iter 100/200: 0.6000 (9 GT boxes of 4 probe images)\n'
+        'Iter(train) [150/200]  loss: 2.0  epoch_match_instability: 0.6000  '
+        'layer_match_instability: 0.2000\n'
+        'epoch_match_instability at iter 150/200: 0.5000 (9 GT boxes of 4 probe images)\n'
+        'Iter(train) [200/200]  loss: 2.0  layer_match_instability: 0.1000  '
+        'epoch_match_instability: 0.5000\n'
+        'epoch_match_instability at iter 200/200: 0.3000 (9 GT boxes of 4 probe images)\n'
     )
+    # the layer-wise values of the training lines, never the OD-DETR one shown next to them
     assert mean_instability(str(log)) == pytest.approx(0.15)
-    log.write_text('Iter(train) [200/200]  loss: 2.0\n')
+    # OD-DETR's: the hook's own lines, not the training lines that repeat its last value
+    assert mean_instability(str(log), EPOCH_INSTABILITY_RE) == pytest.approx(0.4)
+    log.write_text('Iter(train) [200/200]  loss: 2.0  epoch_match_instability: 0.5000\n')
     assert mean_instability(str(log)) is None
+    assert mean_instability(str(log), EPOCH_INSTABILITY_RE) is None
+    # logs written before the rename
+    log.write_text('Iter(train) [200/200]  loss: 2.0  match_instability: 0.3000\n')
+    assert mean_instability(str(log)) == pytest.approx(0.3)
 
 
 def test_table_gives_mean_std_and_each_seed():
     records = {
-        'defaults': {1: _record(0.026, 0.2), 0: _record(0.022, 0.1, minutes=4.0)},
-        'no-init-query': {0: _record(0.031, None)},
+        'defaults': {1: _record(0.026, 0.4, 0.2), 0: _record(0.022, 0.3, 0.1, minutes=4.0)},
+        'no-init-query': {0: _record(0.031, None, None)},
     }
     rows = table(records).splitlines()
     assert len(rows) == 4
@@ -57,9 +83,10 @@ def test_table_gives_mean_std_and_each_seed():
         f'4.8 ± {2 * std:.1f}',
         f'1.2 ± {std / 2:.1f}',
         '2.2 / 2.6',  # by seed: 0, then 1
-        '0.150',
+        '0.350',  # OD-DETR's instability
+        '0.150',  # layer-wise
         '3.0 min',
     ]
     single = [c.strip() for c in rows[3].split('|')[1:-1]]
     assert single[:6] == ['no initial-query constraint', '1', '3.1', '6.2', '1.6', '3.1']
-    assert single[6] == 'n/a'
+    assert single[6:8] == ['n/a', 'n/a']

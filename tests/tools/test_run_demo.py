@@ -17,7 +17,7 @@ from run_demo import results_table  # noqa: E402
 METHODS = {
     'd3etr': ('D3ETR student', 'd3etr.fixed.d1.loss_cross_attn'),
     'detrdistill': ('DETRDistill student', 'detrdistill.query_prior.d1.loss_iou'),
-    'oddetr': ('OD-DETR student', 'match_instability'),
+    'oddetr': ('OD-DETR student', 'layer_match_instability'),
 }
 
 

@@ -39,10 +39,12 @@ def test_train_then_resume(data_root, tmp_path):
     assert osp.isfile(tmp_path / 'iter_6.pth')
 
 
-def test_missing_teacher_checkpoint_fails_before_training(tmp_path):
+def test_missing_teacher_checkpoint_fails_before_training(data_root, tmp_path):
+    # the teacher is loaded when training starts (init_weights), after the datasets are built
+    options = synth_train_options(data_root, 2, external_teacher=False)
     run = run_tool(
         ['tools/train.py', CONFIG, '--work-dir', str(tmp_path)],
-        ['model.teacher_ckpt=/nowhere/teacher.pth'],
+        [*options, 'model.teacher_ckpt=/nowhere/teacher.pth'],
         timeout=300,
     )
     assert run.returncode != 0

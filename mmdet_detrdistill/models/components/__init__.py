@@ -3,8 +3,10 @@
 from .adaptive_match_kd import AdaptiveMatchKD
 from .auxiliary_query_groups import AuxiliaryQueryGroups
 from .base_component import DistillComponent
+from .contrastive_embedding_kd import ContrastiveEmbeddingKD
 from .fixed_match_kd import TEACHER_QUERY_GROUP, FixedMatchKD
 from .hungarian_logits_kd import HungarianLogitsKD
+from .initial_query_kd import InitialQueryKD
 from .matched_pair_kd import MatchedPairKD
 from .query_prior_assignment import QueryPriorAssignment
 from .target_aware_feature_kd import TargetAwareFeatureKD
@@ -13,9 +15,11 @@ from .teacher_guided_assignment import TeacherGuidedAssignment
 __all__ = [
     'AdaptiveMatchKD',
     'AuxiliaryQueryGroups',
+    'ContrastiveEmbeddingKD',
     'DistillComponent',
     'FixedMatchKD',
     'HungarianLogitsKD',
+    'InitialQueryKD',
     'MatchedPairKD',
     'QueryPriorAssignment',
     'TEACHER_QUERY_GROUP',

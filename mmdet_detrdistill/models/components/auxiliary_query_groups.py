@@ -6,6 +6,7 @@ import torch
 from mmdet.registry import MODELS
 from mmdet.structures import SampleList
 from mmdet.structures.bbox import bbox_cxcywh_to_xyxy, bbox_xyxy_to_cxcywh
+from mmdet.utils import reduce_mean
 from mmengine.structures import InstanceData
 from torch import Tensor, nn
 
@@ -28,7 +29,9 @@ class AuxiliaryQueryGroups(DistillComponent):
     after stage s (:meth:`QueryGroupMixin.stage_query_group`). Stage s gives
     the group ``'aux{s}'``; its slot ``j * num_per_gt + r`` is trained, in
     every student decoder layer, to predict GT j with the student head's
-    classification, L1 and GIoU losses (avg over the batch's slots). Images
+    classification, L1 and GIoU losses (summed over the real slots and
+    divided by their number averaged over processes, as mmdet's heads divide
+    by their positives: see :func:`slot_avg_factor`). Images
     with fewer GT boxes than the batch's most are padded with slots that no
     query can see (``QueryGroup.valid``)::
 
@@ -58,7 +61,7 @@ class AuxiliaryQueryGroups(DistillComponent):
         self._targets: Optional[Tuple[Tensor, Tensor]] = None
 
     def bind(self, student: nn.Module, teacher: nn.Module) -> None:
-        check_same_query_format(student, teacher, f'{self.prefix} (auxiliary query groups)')
+        check_same_query_format(student, teacher, self)
         super().bind(student, teacher)
         self.match_costs = teacher.bbox_head.assigner.match_costs
 
@@ -132,10 +135,14 @@ class AuxiliaryQueryGroups(DistillComponent):
         teacher_out: DecoderOutputs,
         batch_data_samples: SampleList,
     ) -> Dict[str, Tensor]:
-        """Head losses of the auxiliary slots, keys ``{prefix}.d{l}.{loss}``."""
+        """Head losses of the auxiliary slots, keys ``{prefix}.d{l}.{loss}``.
+
+        Normalised by the real slots of all processes (:func:`slot_avg_factor`).
+        """
         keys = ('loss_cls', 'loss_bbox', 'loss_iou')
         if self._targets is None:  # no GT box in the batch: zero, still on the graph
             zero = student_out.cls_scores.sum() * 0
+            slot_avg_factor(zero.detach())  # the all-reduce every rank makes
             return {
                 f'{self.prefix}.d{i}.{k}': zero for i in range(student_out.num_layers) for k in keys
             }
@@ -146,11 +153,12 @@ class AuxiliaryQueryGroups(DistillComponent):
         gt_of_slot, valid = gt_of_slot.repeat(1, num_groups), valid.repeat(1, num_groups)
         img_metas = [s.metainfo for s in batch_data_samples]
         labels, target_boxes = self._gather_targets(batch_data_samples, gt_of_slot, valid)
+        avg_factor = slot_avg_factor(valid.float())  # the same for every layer
         out = {}
         for layer in range(student_out.num_layers):
             with autocast_off(cls):
                 values = self._slot_losses(
-                    cls[layer], box[layer], labels, target_boxes, valid, img_metas
+                    cls[layer], box[layer], labels, target_boxes, valid, avg_factor, img_metas
                 )
             out.update(
                 {f'{self.prefix}.d{layer}.{k}': self.loss_weight * v for k, v in zip(keys, values)}
@@ -160,15 +168,18 @@ class AuxiliaryQueryGroups(DistillComponent):
     def _gather_targets(
         self, batch_data_samples: SampleList, gt_of_slot: Tensor, valid: Tensor
     ) -> Tuple[Tensor, Tensor]:
-        """Labels (bs, n), background for padding, and pixel xyxy boxes (bs, n, 4)."""
+        """Labels (bs, n), background for padding, and pixel xyxy boxes (bs, n, 4), zero
+        for padding (gathered without boolean indexing: no host sync)."""
         num_classes = self.student.bbox_head.num_classes
         labels = torch.full_like(gt_of_slot, num_classes)
         boxes = gt_of_slot.new_zeros(*gt_of_slot.shape, 4, dtype=torch.float)
         for b, sample in enumerate(batch_data_samples):
             gt = sample.gt_instances
-            slots = valid[b]
-            labels[b, slots] = gt.labels[gt_of_slot[b, slots]]
-            boxes[b, slots] = gt.bboxes[gt_of_slot[b, slots]].float()
+            if len(gt) == 0:
+                continue
+            idx = gt_of_slot[b].clamp(min=0)
+            labels[b] = torch.where(valid[b], gt.labels[idx], labels[b])
+            boxes[b] = gt.bboxes[idx].float() * valid[b, :, None]
         return labels, boxes
 
     def _slot_losses(
@@ -178,12 +189,13 @@ class AuxiliaryQueryGroups(DistillComponent):
         labels: Tensor,
         target_boxes: Tensor,
         valid: Tensor,
+        num_valid: Tensor,
         img_metas: List[dict],
     ) -> Tuple[Tensor, Tensor, Tensor]:
-        """Focal/L1/GIoU of the head on the slots of one layer (cls (bs, n, C), box (bs, n, 4))."""
+        """Focal/L1/GIoU of the head on the slots of one layer (cls (bs, n, C), box (bs, n, 4)),
+        each summed over the real slots and divided by ``num_valid``."""
         head = self.student.bbox_head
         weights = valid.float().flatten()
-        num_valid = max(float(weights.sum()), 1.0)
         scale = pixel_scale(box, img_metas)
         loss_cls = head.loss_cls(cls.flatten(0, 1), labels.flatten(), weights, avg_factor=num_valid)
         target_norm = bbox_xyxy_to_cxcywh(target_boxes / scale).flatten(0, 1)
@@ -201,3 +213,15 @@ class AuxiliaryQueryGroups(DistillComponent):
 
     def extra_repr(self) -> str:
         return f'{super().extra_repr()}, num_per_gt={self.num_per_gt}, stages={self.stages}'
+
+
+def slot_avg_factor(weights: Tensor) -> Tensor:
+    """The loss normaliser of the slots ``weights`` (1 = real, 0 = padding), as mmdet's heads do.
+
+    The number of real slots averaged over processes, at least 1 (mmdet's
+    ``DETRHead.loss_by_feat_single``: ``clamp(reduce_mean(num_total_pos), min=1)``).
+    Every rank divides its sum by the same count, so after DDP averages the
+    gradients each slot of the global batch weighs the same, wherever it is.
+    It stays a tensor: no host sync. Every rank must call it equally often.
+    """
+    return reduce_mean(weights.sum()).clamp(min=1)

@@ -8,6 +8,7 @@ from torch import Tensor, nn
 
 from ..distillers.decoder_outputs import DecoderOutputs
 from ..layers import QueryGroup
+from .config_keys import UNNAMED, ComponentKeys
 
 
 class DistillComponent(nn.Module):
@@ -31,6 +32,9 @@ class DistillComponent(nn.Module):
 
     #: whether :meth:`gt_assigner` changes the student's GT assignment
     overrides_gt_assignment = False
+    #: the user's config keys of this component, for error messages; set by the distiller
+    #: before :meth:`bind` (see :func:`build_components`)
+    config_keys: ComponentKeys = UNNAMED
 
     def __init__(self, prefix: str) -> None:
         super().__init__()

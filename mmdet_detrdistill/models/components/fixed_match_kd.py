@@ -16,15 +16,17 @@ from .matched_pair_kd import MatchedPairKD, Pairs
 TEACHER_QUERY_GROUP = 'teacher_queries'
 
 
-def check_same_query_format(student: nn.Module, teacher: nn.Module, what: str) -> None:
-    """Raise unless the teacher's query groups fit the student's decoder."""
+def check_same_query_format(student: nn.Module, teacher: nn.Module, component: nn.Module) -> None:
+    """Raise unless the teacher's query groups fit the student's decoder; the error names
+    the setting that switches ``component`` off for the distiller in use (its ``config_keys``)."""
     teacher_fmt, student_fmt = teacher.query_format(), student.query_format()
     if teacher_fmt != student_fmt:
         raise ValueError(
-            f"{what} feeds the teacher's queries to the student decoder, which needs the same "
-            f'query format: teacher {type(teacher).__name__} {teacher_fmt}, student '
-            f'{type(student).__name__} {student_fmt} (family, embed_dims, ...). '
-            'Switch it off (D3ETR: model.matcher.fixed=False) to distil without it.'
+            f"{type(component).__name__} ({component.config_keys.config}) feeds the teacher's "
+            'queries to the student decoder, which needs the same query format: teacher '
+            f'{type(teacher).__name__} {teacher_fmt}, student {type(student).__name__} '
+            f'{student_fmt} (family, embed_dims, ...). Switch it off '
+            f'({component.config_keys.switch_off}) to distil without it.'
         )
 
 
@@ -61,7 +63,7 @@ class FixedMatchKD(MatchedPairKD):
         super().__init__(prefix, matcher, losses)
 
     def bind(self, student: nn.Module, teacher: nn.Module) -> None:
-        check_same_query_format(student, teacher, f'{self.prefix} (fixed matching)')
+        check_same_query_format(student, teacher, self)
         super().bind(student, teacher)
 
     def query_groups(

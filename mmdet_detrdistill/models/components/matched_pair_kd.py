@@ -41,7 +41,8 @@ class MatchedPairKD(DistillComponent):
     def __init__(self, prefix: str, matcher: ConfigType, losses: Optional[dict] = None) -> None:
         super().__init__(prefix)
         self.matcher = TASK_UTILS.build(matcher)
-        self.losses = build_pair_losses(losses, self.default_losses, f'{prefix}: losses')
+        # a distiller prefixes build errors with the component's config key
+        self.losses = build_pair_losses(losses, self.default_losses, 'losses')
 
     def records_attention(self) -> bool:
         return uses_attention(self.losses)

@@ -10,15 +10,21 @@ from ..detectors import OWN_GROUP
 from ..distillers.decoder_outputs import DecoderOutputs
 from ..distillers.pairs import gather_queries, gather_square
 from ..layers.head_assignment import pixel_scale
+from ..losses.attention_map_distill_loss import REF_CROSS_ATTN_KEYS, REF_SELF_ATTN_KEYS
 
 PREDICTION_LOSSES = dict(
     loss_cls=dict(type='SoftBCEDistillLoss', loss_weight=1.0),
     loss_bbox=dict(type='L1Loss', loss_weight=5.0),
     loss_iou=dict(type='GIoULoss', loss_weight=2.0),
 )
+# the published weights at their reference key counts (see AttentionMapDistillLoss)
 ATTENTION_LOSSES = dict(
-    loss_self_attn=dict(type='AttentionMapDistillLoss', loss_weight=1e4),
-    loss_cross_attn=dict(type='AttentionMapDistillLoss', loss_weight=1e3),
+    loss_self_attn=dict(
+        type='AttentionMapDistillLoss', loss_weight=1e4, ref_num_keys=REF_SELF_ATTN_KEYS
+    ),
+    loss_cross_attn=dict(
+        type='AttentionMapDistillLoss', loss_weight=1e3, ref_num_keys=REF_CROSS_ATTN_KEYS
+    ),
 )
 ALL_PAIR_LOSSES = {**PREDICTION_LOSSES, **ATTENTION_LOSSES}
 

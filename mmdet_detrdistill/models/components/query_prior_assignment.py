@@ -48,7 +48,7 @@ class QueryPriorAssignment(DistillComponent):
         self.loss_weight = loss_weight
 
     def bind(self, student: nn.Module, teacher: nn.Module) -> None:
-        check_same_query_format(student, teacher, f'{self.prefix} (query-prior assignment)')
+        check_same_query_format(student, teacher, self)
         super().bind(student, teacher)
         self.assigner: Union[TeacherAssistedAssigner, object] = (
             TeacherAssistedAssigner(teacher.bbox_head.assigner)

@@ -131,15 +131,15 @@ class TargetAwareFeatureKD(DistillComponent):
         mask = mask.clamp(min=self.min_mask)
         return mask / mask.flatten(1).amax(1)[:, None, None]
 
-    @staticmethod
-    def _paired_levels(t_feats: Sequence[Tensor], s_feats: Sequence[Tensor]):
+    def _paired_levels(self, t_feats: Sequence[Tensor], s_feats: Sequence[Tensor]):
         t_sizes = [tuple(f.shape[-2:]) for f in t_feats]
         s_sizes = [tuple(f.shape[-2:]) for f in s_feats]
         if t_sizes != s_sizes:
             raise ValueError(
                 'TargetAwareFeatureKD pairs neck levels one to one: teacher levels '
                 f'{t_sizes} and student levels {s_sizes} differ. Use the same neck layout '
-                '(strides, number of outputs) in both, or switch the feature component off.'
+                '(strides, number of outputs) in both, or switch the feature component off '
+                f'({self.config_keys.switch_off}).'
             )
         return list(t_feats), list(s_feats)
 

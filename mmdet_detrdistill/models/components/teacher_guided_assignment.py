@@ -12,6 +12,9 @@ from ..layers.head_assignment import pred_instances
 from ..task_modules import TEACHER_PREDS_KEY, TeacherGuidedAssigner
 from .base_component import DistillComponent
 
+#: the group of a teacher's outputs decoded from the student's own queries
+STUDENT_QUERY_GROUP = 'student_queries'
+
 
 @MODELS.register_module()
 class TeacherGuidedAssignment(DistillComponent):
@@ -22,9 +25,14 @@ class TeacherGuidedAssignment(DistillComponent):
     GT j)``, where C is the student head's own match cost and the teacher's
     predictions are those of its *last* decoder layer (its best, and the
     same reference for every student layer). Student query i and teacher
-    query i must be the same query: the teacher is the student's EMA. The
-    student's losses are mmdet's; only their assignment changes. It adds no
-    loss of its own.
+    query i must be the same query. With learned queries they are (the
+    teacher is the student's EMA). A two-stage Deformable DETR's query i is
+    each model's own i-th encoder proposal, so the teacher's outputs for its
+    own queries would guide unrelated student queries: the teacher must
+    decode the *student's* proposals (:class:`ODDETRDistiller` does, giving
+    outputs whose own group is named ``'student_queries'``); other
+    distillers are refused on the first step. The student's losses are
+    mmdet's; only their assignment changes. It adds no loss of its own.
 
     Args:
         prefix (str): Name in logs. Defaults to ``'oddetr.guided'``.
@@ -40,17 +48,33 @@ class TeacherGuidedAssignment(DistillComponent):
     def bind(self, student: nn.Module, teacher: nn.Module) -> None:
         if student.num_queries != teacher.num_queries:
             raise ValueError(
-                f'{self.prefix}: teacher-guided assignment pairs student query i with teacher '
-                f'query i, but the student has {student.num_queries} queries and the teacher '
-                f'{teacher.num_queries}'
+                f'{self.config_keys.config}: teacher-guided assignment pairs student query i '
+                f'with teacher query i, but the student has {student.num_queries} queries and '
+                f'the teacher {teacher.num_queries}; give both the same num_queries or switch it '
+                f'off ({self.config_keys.switch_off})'
             )
         super().bind(student, teacher)
         self.assigner = TeacherGuidedAssigner(student.bbox_head.assigner.match_costs, self.alpha)
+        #: the student's queries are its own per-image proposals (two-stage)
+        self.queries_are_proposals = bool(getattr(student, 'as_two_stage', False))
 
     def gt_assigner(
         self, teacher_out: Optional[DecoderOutputs], img_metas: List[dict]
     ) -> Optional[Tuple[TeacherGuidedAssigner, List[dict]]]:
-        """The guided assigner, and metas carrying the teacher's last-layer predictions."""
+        """The guided assigner, and metas carrying the teacher's last-layer predictions.
+
+        Raises:
+            ValueError: The student is two-stage and ``teacher_out`` is not the
+                teacher decoding the student's proposals.
+        """
+        if self.queries_are_proposals and teacher_out.own_queries.name != STUDENT_QUERY_GROUP:
+            raise ValueError(
+                f"{self.config_keys.config}: a two-stage student's query i is its own i-th "
+                "encoder proposal, and this distiller's teacher decodes its own proposals, so the "
+                "guidance would mix unrelated queries. Use type='ODDETRDistiller' (its teacher "
+                "decodes the student's proposals), a student with as_two_stage=False, or switch "
+                f'it off ({self.config_keys.switch_off}).'
+            )
         t_cls, t_box = teacher_out.group(OWN_GROUP)
         preds = pred_instances(t_cls[-1].detach(), t_box[-1].detach(), img_metas)
         return self.assigner, [{**m, TEACHER_PREDS_KEY: p} for m, p in zip(img_metas, preds)]

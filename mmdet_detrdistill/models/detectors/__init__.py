@@ -36,7 +36,7 @@ def to_group_detector_cfg(cfg: dict, role: str) -> ConfigDict:
         return cfg
     if det_type not in GROUP_DETECTORS:
         raise ValueError(
-            f'{role}: detector type {det_type!r} is not supported; supported types are '
+            f'model.{role}.type: detector type {det_type!r} is not supported; supported types are '
             f'{sorted(GROUP_DETECTORS)}. Use one of these families for the {role} model.'
         )
     cfg.type = GROUP_DETECTORS[det_type]

@@ -2,6 +2,7 @@
 
 from typing import Dict, List, Optional, Tuple
 
+import torch
 from mmdet.models.detectors import DeformableDETR
 from mmdet.registry import MODELS
 from torch import Tensor, nn
@@ -96,6 +97,26 @@ class GroupDeformableDETR(QueryGroupMixin, DeformableDETR):
         return QueryGroup(
             name, take_queries(hidden, idx), take_queries(own.query_pos, idx), reference
         )
+
+    def proposal_query_group(self, name: str, proposals: Tensor) -> QueryGroup:
+        """Queries made from given two-stage proposals, as this model makes its own.
+
+        The step of mmdet's two-stage ``pre_decoder`` after its top-k selection,
+        on ``proposals`` chosen elsewhere (e.g. by a student, so that a teacher
+        decodes the student's queries). ``get_proposal_pos_embed`` reads its
+        input through a sigmoid, so the boxes go in as logits.
+
+        Args:
+            name (str): Group name.
+            proposals (Tensor): Sigmoid cxcywh boxes, (bs, n, 4); the group's
+                reference points.
+        """
+        if not self.as_two_stage:
+            raise ValueError('proposal_query_group needs a two-stage Deformable DETR')
+        embed = self.get_proposal_pos_embed(torch.logit(proposals))
+        embed = self.pos_trans_norm(self.pos_trans_fc(embed))
+        query_pos, query = torch.split(embed, self.embed_dims, dim=2)
+        return QueryGroup(name, query, query_pos, proposals)
 
     def decoder_attention_modules(self) -> Dict[str, List[nn.Module]]:
         """Self-attention (``MultiheadAttention``) and multi-scale deformable

@@ -12,13 +12,16 @@ from mmdet.utils import ConfigType, OptConfigType, OptMultiConfig
 from torch import Tensor, nn
 
 from ...utils.checkpoint import load_weights_strictly
+from ...utils.finite import check_finite_loss, check_finite_weights
+from ..components.config_keys import ComponentKeys
 from ..detectors import OWN_GROUP, QueryGroupMixin, to_group_detector_cfg
 from ..layers import AttentionRecorder, QueryGroup
 from ..layers.head_assignment import DecoderLayersAssigner, assigner_swapped
-from ..task_modules import RecordingAssigner, match_instability
+from ..task_modules import RecordingAssigner, layer_match_instability
 from .components_builder import build_components, merge_query_groups
 from .decoder_outputs import DecoderOutputs
-from .teacher_config import check_same_preprocessing, load_teacher_model_cfg
+from .teacher_config import check_same_classes, check_same_preprocessing, load_teacher_model_cfg
+from .warm_start import reapply_pretrained, remap_plain_student_state
 
 
 class DETRDistillerBase(BaseDetector):
@@ -30,9 +33,18 @@ class DETRDistillerBase(BaseDetector):
       the student's.
     * The teacher is held *outside* the module tree: never in ``parameters()``,
       ``state_dict()``, the optimizer or DDP, never touched by
-      ``init_weights``. It is loaded strictly from ``teacher_ckpt``, frozen,
-      always in eval mode (Conditional/Deformable DETR use dropout), run under
+      ``init_weights``'s mmengine initialisation. It is loaded strictly from
+      ``teacher_ckpt`` when training starts (:meth:`load_teacher_weights`:
+      from ``init_weights``, or the first ``loss``), so building, testing and
+      predicting (the student's) need no teacher file; non-finite teacher
+      weights are refused. It is frozen, always in eval mode
+      (Conditional/Deformable DETR use dropout), run under
       ``torch.no_grad()``, and moved by ``.to()``/``.cuda()`` with the rest.
+    * ``load_from`` (or ``init_cfg=dict(type='Pretrained', ...)``) may be a
+      distiller checkpoint or a plain checkpoint of the student detector: the
+      latter warm-starts the student (see :mod:`.warm_start`).
+    * A non-finite loss stops training before the optimizer update, naming
+      the loss keys and the iteration (:meth:`parse_losses`).
 
     What is distilled is a set of named, independent *components*
     (:class:`DistillComponent`): each may add query groups to the student's
@@ -44,16 +56,21 @@ class DETRDistillerBase(BaseDetector):
         student (dict): mmdet detector config of the student.
         teacher (dict | str): mmdet detector config of the teacher, or the
             path of a config file (``'mmdet::...'`` or a file).
-        teacher_ckpt (str, optional): Teacher checkpoint. Required unless
+        teacher_ckpt (str, optional): Teacher checkpoint: a path, an
+            ``http(s)://`` URL (downloaded once into the cache ``load_from``
+            uses) or a path mmengine's fileio reads. Required unless
             ``allow_untrained_teacher`` is True. Defaults to None.
         allow_untrained_teacher (bool): Allow ``teacher_ckpt=None`` and
             distil from a randomly initialised teacher (tests and demos
             only). Defaults to False.
         components (dict[str, dict], optional): Distillation components by
             name; a ``None`` value is switched off. Defaults to None.
-        log_match_instability (bool): Log ``match_instability`` (see
+        log_match_instability (bool): Log ``layer_match_instability`` (see
             :meth:`student_gt_loss`). Defaults to True.
         init_cfg (dict, optional): Initialisation config. Defaults to None.
+        component_keys (dict[str, ComponentKeys], optional): For method presets:
+            the config keys that configure each of their components, so that
+            errors name them. Defaults to None: ``model.components.<name>``.
     """
 
     #: True for a teacher that is a registered submodule (OD-DETR's EMA)
@@ -68,6 +85,7 @@ class DETRDistillerBase(BaseDetector):
         components: Optional[Dict[str, OptConfigType]] = None,
         log_match_instability: bool = True,
         init_cfg: OptMultiConfig = None,
+        component_keys: Optional[Dict[str, ComponentKeys]] = None,
     ) -> None:
         super().__init__(init_cfg=init_cfg)
         self.student = MODELS.build(to_group_detector_cfg(student, 'student'))
@@ -78,15 +96,20 @@ class DETRDistillerBase(BaseDetector):
         )
         teacher_model = self._init_teacher(teacher, teacher_ckpt, allow_untrained_teacher)
         check_same_preprocessing(self.student.data_preprocessor, teacher_model.data_preprocessor)
+        check_same_classes(self.student, teacher_model, teacher)
         # object.__setattr__ keeps the teacher out of the module tree
         object.__setattr__(self, 'teacher', teacher_model)
         self.teacher_ckpt = teacher_ckpt
-        self.components = build_components(components or {}, self.student, self.teacher)
-        overriding = [n for n, c in self.components.items() if c.overrides_gt_assignment]
+        self._teacher_weights_pending = teacher_ckpt is not None
+        self.components = build_components(
+            components or {}, self.student, self.teacher, component_keys
+        )
+        overriding = [c.config_keys for c in self.components.values() if c.overrides_gt_assignment]
         if len(overriding) > 1:
             raise ValueError(
-                f"components {overriding} all change the student's ground-truth assignment; "
-                'keep one of them'
+                f"{[k.config for k in overriding]} all change the student's ground-truth "
+                f'assignment; keep one of them (switch the others off: '
+                f'{", ".join(k.switch_off for k in overriding)})'
             )
         self.log_match_instability = log_match_instability
 
@@ -109,10 +132,49 @@ class DETRDistillerBase(BaseDetector):
         model = MODELS.build(to_group_detector_cfg(load_teacher_model_cfg(teacher), 'teacher'))
         if ckpt is None:
             model.init_weights()
-        else:
-            load_weights_strictly(model, ckpt, role='teacher')
-        model.requires_grad_(False)
+        model.requires_grad_(False)  # ckpt: loaded by load_teacher_weights, not needed to test
         return model.eval()
+
+    # -- loading --
+    def load_teacher_weights(self) -> None:
+        """Load ``teacher_ckpt`` into the teacher (once) and refuse non-finite weights.
+
+        Deferred from the build: testing and predicting run the student alone and need no
+        teacher file. ``init_weights`` calls it (the Runner, when training starts), and so
+        does ``loss`` if nothing did before; weights set on the teacher by hand before then
+        are overwritten by the checkpoint.
+        """
+        if self._teacher_weights_pending:
+            load_weights_strictly(self.teacher, self.teacher_ckpt, role='teacher')
+            source = f'model.teacher_ckpt={self.teacher_ckpt!r}'
+            check_finite_weights(self.teacher, 'teacher', source)
+            self._teacher_weights_pending = False
+
+    def init_weights(self) -> None:
+        """mmengine's initialisation of the student (and components), then the teacher's
+        checkpoint: the Runner calls this when training starts, not when testing.
+
+        A ``Pretrained`` ``init_cfg`` of the student is applied again at the end: mmdet's
+        DETRs load it in ``BaseModule.init_weights`` and then re-initialise their encoder and
+        decoder (``DETR.init_weights``), which would keep only the backbone and head.
+        """
+        super().init_weights()
+        reapply_pretrained(self.student)
+        self.load_teacher_weights()
+
+    #: Where a plain student checkpoint's tensors go (OD-DETR adds its EMA teacher)
+    _warm_start_targets: Tuple[str, ...] = ('student.',)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        """Also accept a plain student checkpoint (:func:`remap_plain_student_state`)."""
+        remap_plain_student_state(self, state_dict, prefix, self._warm_start_targets)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def parse_losses(self, losses: Dict[str, Tensor]) -> Tuple[Tensor, Dict[str, Tensor]]:
+        """mmengine's sum of the losses; a non-finite sum raises before the update."""
+        total, log_vars = super().parse_losses(losses)
+        check_finite_loss(total, log_vars)
+        return total, log_vars
 
     # -- the teacher stays frozen, in eval mode, and on the student's device --
     def train(self, mode: bool = True) -> 'DETRDistillerBase':
@@ -149,6 +211,7 @@ class DETRDistillerBase(BaseDetector):
     # -- training --
     def loss(self, batch_inputs: Tensor, batch_data_samples: SampleList) -> Dict[str, Tensor]:
         """Student ground-truth losses plus every component's distillation losses."""
+        self.load_teacher_weights()  # no-op once loaded (init_weights does it in a Runner)
         record = self.records_attention()
         with torch.no_grad():
             teacher_out = self.decoder_outputs(
@@ -203,9 +266,10 @@ class DETRDistillerBase(BaseDetector):
         assignment, :meth:`DistillComponent.gt_assigner`); the head's losses
         are otherwise mmdet's. Deformable DETR's head also takes the encoder
         proposals' outputs (``None`` unless two-stage and training). With
-        ``log_match_instability``, ``match_instability`` (not a loss) is the
-        fraction of GT boxes whose matched query changes between consecutive
-        decoder layers.
+        ``log_match_instability``, ``layer_match_instability`` (not a loss) is
+        the fraction of GT boxes whose matched query changes between
+        consecutive decoder layers (not OD-DETR's instability, which is across
+        epochs: :class:`MatchInstabilityHook`).
         """
         cls_scores, bbox_preds = outputs.group(OWN_GROUP)
         head = self.student.bbox_head
@@ -233,7 +297,9 @@ class DETRDistillerBase(BaseDetector):
                 **extra,
             )
         if self.log_match_instability:
-            losses['match_instability'] = match_instability(recorder.results, num_layers, bs)
+            losses['layer_match_instability'] = layer_match_instability(
+                recorder.results, num_layers, bs
+            )
         return losses
 
     # -- what the components define --

@@ -1,37 +1,53 @@
 """Build a distiller's components and gather the query groups they ask for."""
 
-from typing import Dict, Iterable, List
+from typing import Dict, Iterable, List, Mapping, Optional
 
 from mmdet.registry import MODELS
 from mmdet.utils import OptConfigType
 from torch import nn
 
+from ..components.config_keys import ComponentKeys
 from ..layers import QueryGroup
 
 
 def build_components(
-    cfgs: Dict[str, OptConfigType], student: nn.Module, teacher: nn.Module
+    cfgs: Dict[str, OptConfigType],
+    student: nn.Module,
+    teacher: nn.Module,
+    keys: Optional[Mapping[str, ComponentKeys]] = None,
 ) -> nn.ModuleDict:
     """Build the components (``None`` entries are off) and bind them to the models.
 
     The dict key is the default loss-key prefix of a component whose config
-    gives none.
+    gives none. ``keys`` says where the user configures each component (a
+    method preset's own arguments); entries it does not name are
+    ``model.components.<name>``. Every error raised while building a component
+    names that key, and the component keeps them (``config_keys``) for the
+    errors of :meth:`~DistillComponent.bind` and later.
     """
     components = nn.ModuleDict()
     for name, cfg in cfgs.items():
         if cfg is None:
             continue
+        where = (keys or {}).get(name) or ComponentKeys.of_entry(name)
         if isinstance(cfg, nn.Module):
             component = cfg
         else:
             if not isinstance(cfg, dict) or 'type' not in cfg:
                 raise TypeError(
-                    f'model.components.{name} must be a config dict with a `type` '
+                    f'{where.config} must be a config dict with a `type` '
                     f'(or None to switch it off), got {cfg!r}'
                 )
             cfg = dict(cfg)
             cfg.setdefault('prefix', name)
-            component = MODELS.build(cfg)
+            try:
+                component = MODELS.build(cfg)
+            except (KeyError, ValueError, TypeError) as err:
+                if type(err) not in (KeyError, ValueError, TypeError):
+                    raise  # a subclass may not take a message alone
+                message = err.args[0] if len(err.args) == 1 else str(err)
+                raise type(err)(f'{where.config}: {message}') from err
+        component.config_keys = where
         component.bind(student, teacher)
         components[name] = component
     return components

@@ -5,6 +5,7 @@ from typing import Optional, Union
 from mmdet.registry import MODELS
 from mmdet.utils import ConfigType, OptMultiConfig
 
+from ..components.config_keys import ComponentKeys
 from ..components.pair_losses import ALL_PAIR_LOSSES
 from .base_distiller import DETRDistillerBase
 
@@ -34,10 +35,13 @@ class D3ETRDistiller(DETRDistillerBase):
         student, teacher, teacher_ckpt, allow_untrained_teacher, init_cfg: see
             :class:`DETRDistillerBase`.
         matcher (dict): MixMatcher config; ``adaptive``/``fixed`` switch the
-            two kinds. Defaults to ``dict(type='MixMatcher')``.
+            two kinds (at least one must be on unless ``components`` adds
+            others). Defaults to ``dict(type='MixMatcher')``.
         adaptive_losses (dict, optional): Losses for adaptive pairs, merged
             over the defaults (class 1, L1 5, GIoU 2, self-attention 1e4,
-            cross-attention 1e3); a ``None`` entry switches that loss off.
+            cross-attention 1e3, both key-count normalised, see
+            :class:`AttentionMapDistillLoss`); a ``None`` entry switches that
+            loss off.
         fixed_losses (dict, optional): Same, for fixed pairs.
         components (dict, optional): More components to mix in (e.g.
             ``feature=dict(type='TargetAwareFeatureKD')``). Defaults to None.
@@ -57,6 +61,14 @@ class D3ETRDistiller(DETRDistillerBase):
     ) -> None:
         matcher = dict(matcher)
         adaptive, fixed = matcher.get('adaptive', True), matcher.get('fixed', True)
+        others = [name for name, cfg in (components or {}).items() if cfg is not None]
+        if not (adaptive or fixed or others):
+            raise ValueError(
+                'model.matcher.adaptive=False and model.matcher.fixed=False switch off both of '
+                "D3ETR's matchings, and no other component is set: nothing would be distilled. "
+                'Set model.matcher.adaptive=True and/or model.matcher.fixed=True (or train the '
+                'student config alone for a baseline).'
+            )
         d3etr = dict(
             adaptive=dict(
                 type='AdaptiveMatchKD',
@@ -82,6 +94,13 @@ class D3ETRDistiller(DETRDistillerBase):
             allow_untrained_teacher,
             components={**d3etr, **(components or {})},
             init_cfg=init_cfg,
+            component_keys={
+                name: ComponentKeys(
+                    f'model.matcher, model.{name}_losses', f'model.matcher.{name}=False'
+                )
+                for name in d3etr
+                if name not in (components or {})
+            },
         )
 
 

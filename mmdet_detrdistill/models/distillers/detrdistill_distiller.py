@@ -5,18 +5,24 @@ from typing import Optional, Union
 from mmdet.registry import MODELS
 from mmdet.utils import ConfigType, OptMultiConfig
 
+from ..components.config_keys import preset_keys
 from .base_distiller import DETRDistillerBase
 
 DETRDISTILL_COMPONENTS = dict(
     logits=dict(type='HungarianLogitsKD', prefix='detrdistill.logits'),
     feature=dict(type='TargetAwareFeatureKD', prefix='detrdistill.feature'),
     query_prior=dict(type='QueryPriorAssignment', prefix='detrdistill.query_prior'),
+    contrastive=dict(type='ContrastiveEmbeddingKD', prefix='detrdistill.contrastive'),
+)
+# the argument that configures each component, for error messages
+DETRDISTILL_ARGS = dict(
+    logits='logits_kd', feature='feature_kd', query_prior='query_prior', contrastive='contrastive'
 )
 
 
 @MODELS.register_module()
 class DETRDistillDistiller(DETRDistillerBase):
-    """DETRDistill's three components, each one switchable.
+    """DETRDistill's three components and its official code's fourth, each one switchable.
 
     * ``logits_kd`` (:class:`HungarianLogitsKD`): progressive Hungarian-matching
       logits distillation, in every decoder layer;
@@ -24,11 +30,17 @@ class DETRDistillDistiller(DETRDistillerBase):
       under masks built from the teacher's top-k queries;
     * ``query_prior`` (:class:`QueryPriorAssignment`): the teacher's queries
       in the student's decoder, supervised with the ground truth under the
-      teacher's assignment.
+      teacher's assignment;
+    * ``contrastive`` (:class:`ContrastiveEmbeddingKD`): InfoNCE between
+      the decoder embeddings of the query pairs the logits distillation
+      matches, in every decoder layer. Not in the paper; the official code's
+      ``cl_head``, on in the config of its headline result.
 
     Each argument is merged over the component's defaults (``dict()`` keeps
-    the defaults, ``None`` switches the component off). Loss keys read
-    ``detrdistill.{logits|feature|query_prior}.d{layer}.{loss name}``.
+    the defaults, ``None`` switches the component off). Unless it sets its
+    own ``matcher``, the contrastive term pairs queries with the logits
+    distillation's matcher. Loss keys read
+    ``detrdistill.{logits|feature|query_prior|contrastive}.d{layer}.{loss name}``.
 
     Args:
         student, teacher, teacher_ckpt, allow_untrained_teacher, init_cfg: see
@@ -36,6 +48,7 @@ class DETRDistillDistiller(DETRDistillerBase):
         logits_kd (dict, optional): Defaults to ``dict()`` (on).
         feature_kd (dict, optional): Defaults to ``dict()`` (on).
         query_prior (dict, optional): Defaults to ``dict()`` (on).
+        contrastive (dict, optional): Defaults to ``dict()`` (on).
         components (dict, optional): More components to mix in. Defaults to None.
     """
 
@@ -48,14 +61,25 @@ class DETRDistillDistiller(DETRDistillerBase):
         logits_kd: Optional[dict] = dict(),
         feature_kd: Optional[dict] = dict(),
         query_prior: Optional[dict] = dict(),
+        contrastive: Optional[dict] = dict(),
         components: Optional[dict] = None,
         init_cfg: OptMultiConfig = None,
     ) -> None:
-        chosen = dict(logits=logits_kd, feature=feature_kd, query_prior=query_prior)
+        chosen = dict(
+            logits=logits_kd,
+            feature=feature_kd,
+            query_prior=query_prior,
+            contrastive=contrastive,
+        )
+        keys = preset_keys(chosen, DETRDISTILL_ARGS, components)
         own = {
             name: None if cfg is None else {**DETRDISTILL_COMPONENTS[name], **cfg}
             for name, cfg in chosen.items()
         }
+        if own['contrastive'] is not None and own['logits'] is not None:
+            # the contrastive pairs are the logits distillation's matched pairs
+            if 'matcher' in own['logits']:
+                own['contrastive'].setdefault('matcher', own['logits']['matcher'])
         super().__init__(
             student,
             teacher,
@@ -63,4 +87,5 @@ class DETRDistillDistiller(DETRDistillerBase):
             allow_untrained_teacher,
             components={**own, **(components or {})},
             init_cfg=init_cfg,
+            component_keys=keys,
         )

@@ -8,18 +8,25 @@ from mmdet.structures import SampleList
 from mmdet.utils import ConfigType, OptMultiConfig
 from torch import Tensor, nn
 
+from ..components.config_keys import preset_keys
+from ..components.teacher_guided_assignment import STUDENT_QUERY_GROUP
+from ..detectors import OWN_GROUP
+from ..layers import QueryGroup
 from .base_distiller import DETRDistillerBase
+from .decoder_outputs import DecoderOutputs
 
 ODDETR_COMPONENTS = dict(
     guided=dict(type='TeacherGuidedAssignment', prefix='oddetr.guided'),
     # class scores only: see the class docstring
     init_query=dict(
-        type='FixedMatchKD',
+        type='InitialQueryKD',
         prefix='oddetr.init_query',
-        losses=dict(loss_bbox=None, loss_iou=None, loss_self_attn=None, loss_cross_attn=None),
+        losses=dict(loss_bbox=None, loss_iou=None),
     ),
     aux=dict(type='AuxiliaryQueryGroups', prefix='oddetr.aux'),
 )
+# the argument that configures each component, for error messages
+ODDETR_ARGS = dict(guided='guided_assignment', init_query='init_query', aux='aux_groups')
 DEFAULT_EMA = dict(type='ExpMomentumEMA', momentum=1e-3, gamma=100)
 
 
@@ -41,23 +48,30 @@ class ODDETRDistiller(DETRDistillerBase):
 
     * ``guided_assignment`` (:class:`TeacherGuidedAssignment`): the
       student's own queries are assigned on a mix of its and the teacher's
-      match costs;
-    * ``init_query`` (:class:`FixedMatchKD`, class scores only by default):
+      match costs, query i with query i. On two-stage Deformable DETR, where
+      each model's queries are its own top-k encoder proposals, the teacher
+      decodes the *student's* proposals for this (:meth:`teacher_on_queries`,
+      one more teacher transformer pass without grad);
+    * ``init_query`` (:class:`InitialQueryKD`, class scores only by default):
       the teacher's initial queries run through the student's decoder, and
       their predictions are constrained to the teacher's, query by query,
-      layer by layer. Box terms (L1, GIoU) are off by default: between a
+      layer by layer (on two-stage, the teacher's own proposals, paired with
+      the teacher's outputs for them). Box terms (L1, GIoU) are off by default: between a
       model and its own EMA the only difference early on is dropout, and
       the student minimises L1/GIoU to a dropout-free copy of itself by
       saturating its box sigmoids (measured on the embedded default,
       ``tools/ablate_oddetr.py``: the student's GT box loss was 6.2 at
       iteration 100 against 1.5 alone, and AP fell to 0; soft-label BCE,
-      a proper scoring rule, does not collapse);
+      a proper scoring rule, does not collapse). Box terms weighted by the
+      teacher's confidence: ``init_query=dict(losses=None)``;
     * ``aux_groups`` (:class:`AuxiliaryQueryGroups`): per GT box, the two
       least-cost teacher queries of each decoding stage form groups trained
       to predict that box.
 
-    ``match_instability`` (the fraction of GT boxes whose matched query
-    changes between consecutive decoder layers) is logged every iteration.
+    ``layer_match_instability`` (the fraction of GT boxes whose matched
+    query changes between consecutive decoder layers) is logged every
+    iteration; OD-DETR's instability (across epochs) is
+    :class:`MatchInstabilityHook`'s.
 
     Args:
         student (dict): mmdet detector config of the student.
@@ -72,6 +86,8 @@ class ODDETRDistiller(DETRDistillerBase):
     """
 
     _teacher_in_module_tree = True
+    #: a plain student checkpoint (``load_from``) starts the EMA teacher from it too
+    _warm_start_targets = ('student.', 'ema_teacher.module.')
 
     def __init__(
         self,
@@ -86,6 +102,7 @@ class ODDETRDistiller(DETRDistillerBase):
     ) -> None:
         self._ema_cfg = {**DEFAULT_EMA, **ema}
         chosen = dict(guided=guided_assignment, init_query=init_query, aux=aux_groups)
+        keys = preset_keys(chosen, ODDETR_ARGS, components)
         own = {
             name: None if cfg is None else {**ODDETR_COMPONENTS[name], **cfg}
             for name, cfg in chosen.items()
@@ -96,6 +113,7 @@ class ODDETRDistiller(DETRDistillerBase):
             components={**own, **(components or {})},
             log_match_instability=log_match_instability,
             init_cfg=init_cfg,
+            component_keys=keys,
         )
 
     def _init_teacher(self, teacher, ckpt, allow_untrained) -> nn.Module:
@@ -127,3 +145,52 @@ class ODDETRDistiller(DETRDistillerBase):
         if self.training:
             self.update_teacher()
         return super().loss(batch_inputs, batch_data_samples)
+
+    def student_gt_loss(
+        self,
+        outputs: DecoderOutputs,
+        batch_data_samples: SampleList,
+        teacher_out: Optional[DecoderOutputs] = None,
+    ) -> Dict[str, Tensor]:
+        """The base class's, guided by the teacher's outputs for the student's own queries.
+
+        Those are ``teacher_out`` itself unless the student's queries are its
+        own encoder proposals (two-stage) and a component guides the assignment.
+        """
+        guided = any(c.overrides_gt_assignment for c in self.components.values())
+        if teacher_out is not None and guided and getattr(self.student, 'as_two_stage', False):
+            teacher_out = self.teacher_on_queries(
+                outputs.own_queries, teacher_out, batch_data_samples
+            )
+        return super().student_gt_loss(outputs, batch_data_samples, teacher_out)
+
+    @torch.no_grad()
+    def teacher_on_queries(
+        self, queries: QueryGroup, teacher_out: DecoderOutputs, batch_data_samples: SampleList
+    ) -> DecoderOutputs:
+        """The teacher's outputs for the student's two-stage queries, as its own group.
+
+        The teacher embeds the student's proposals (``queries.reference``) as it
+        embeds its own (:meth:`GroupDeformableDETR.proposal_query_group`) and
+        decodes them, next to and isolated from its own queries, on its
+        features of this step (``teacher_out.feats``); its encoder runs again
+        (eval mode: the same memory). Query i of the result is student query i.
+
+        Returns:
+            DecoderOutputs: Per-layer predictions for the student's queries,
+            whose own group is named ``'student_queries'``.
+        """
+        group = self.teacher.proposal_query_group(STUDENT_QUERY_GROUP, queries.reference.detach())
+        head_inputs, slices, _ = self.teacher.forward_transformer_with_groups(
+            teacher_out.feats, batch_data_samples, [group]
+        )
+        cls_scores, bbox_preds = self.teacher.bbox_head(
+            head_inputs['hidden_states'], head_inputs['references']
+        )
+        mine = slices[STUDENT_QUERY_GROUP]
+        return DecoderOutputs(
+            cls_scores[:, :, mine],
+            bbox_preds[:, :, mine],
+            {OWN_GROUP: slice(0, group.num_queries)},
+            group,
+        )

@@ -66,3 +66,29 @@ def check_same_preprocessing(student_dp: nn.Module, teacher_dp: nn.Module) -> No
                 f'(student {s!r}, teacher {t!r}). The teacher runs on the batch the student '
                 "preprocessed: give the teacher config the student's data_preprocessor."
             )
+
+
+def teacher_num_classes_key(teacher: Union[str, dict]) -> str:
+    """The config key that sets the teacher's class count, as a user would edit it."""
+    if isinstance(teacher, str):
+        return f'model.bbox_head.num_classes of the teacher config {teacher!r}'
+    return 'model.teacher.bbox_head.num_classes'
+
+
+def check_same_classes(
+    student: nn.Module, teacher: nn.Module, teacher_cfg: Union[str, dict]
+) -> None:
+    """Teacher and student must predict the same classes (logits are distilled class by class).
+
+    Raises:
+        ValueError: naming both class counts and the two config keys, if they differ.
+    """
+    s, t = student.bbox_head.num_classes, teacher.bbox_head.num_classes
+    if s != t:
+        raise ValueError(
+            f'the teacher predicts {t} classes ({teacher_num_classes_key(teacher_cfg)} = {t}) '
+            f'but the student {s} (model.student.bbox_head.num_classes = {s}). Distillation '
+            'compares class scores class by class: use a teacher trained on the same classes '
+            '(fine-tune it on your dataset first, see docs/own_dataset.md) and set both to '
+            'the number of classes of the dataset.'
+        )

@@ -1,6 +1,6 @@
 """Matchers, match costs and assigners (registered in mmdet's ``TASK_UTILS``)."""
 
-from .match_stability import RecordingAssigner, match_instability
+from .match_stability import RecordingAssigner, layer_match_instability, match_instability
 from .mix_matcher import MixMatcher
 from .soft_label_bce_cost import SoftLabelBCECost
 from .teacher_assisted_assigner import TEACHER_PREDS_KEY, TeacherAssistedAssigner
@@ -13,5 +13,6 @@ __all__ = [
     'TEACHER_PREDS_KEY',
     'TeacherAssistedAssigner',
     'TeacherGuidedAssigner',
+    'layer_match_instability',
     'match_instability',
 ]

@@ -1,4 +1,9 @@
-"""How often a GT box changes its matched query from one decoder layer to the next."""
+"""How often a GT box changes its matched query from one decoder layer to the next.
+
+This *layer-wise* quantity is not OD-DETR's / DN-DETR's matching instability (changes of an
+image's final-layer assignment between epochs, :class:`MatchInstabilityHook`): teacher-guided
+assignment adds the same last-layer teacher cost to every layer, which lowers it by construction.
+"""
 
 from typing import List, Tuple
 
@@ -20,7 +25,7 @@ class RecordingAssigner(BaseAssigner):
         return result
 
 
-def match_instability(
+def layer_match_instability(
     results: List[Tuple[int, Tensor]], num_layers: int, batch_size: int
 ) -> Tensor:
     """Fraction of (GT, consecutive layer pair) whose matched query changes.
@@ -40,15 +45,19 @@ def match_instability(
     for b in range(batch_size):
         per_layer = [results[layer * batch_size + b] for layer in range(num_layers)]
         for before, after in zip(per_layer, per_layer[1:]):
-            query_of_before = _query_of_each_gt(*before)
-            query_of_after = _query_of_each_gt(*after)
+            query_of_before = query_of_each_gt(*before)
+            query_of_after = query_of_each_gt(*after)
             changed += int((query_of_before != query_of_after).sum())
             total += len(query_of_before)
     device = results[0][1].device if results else None
     return torch.tensor(changed / total if total else 0.0, device=device)
 
 
-def _query_of_each_gt(num_gts: int, gt_inds: Tensor) -> Tensor:
+#: former name, kept importable
+match_instability = layer_match_instability
+
+
+def query_of_each_gt(num_gts: int, gt_inds: Tensor) -> Tensor:
     """Matched query index of each GT j (one-to-one matching), -1 if none."""
     out = torch.full((num_gts,), -1, dtype=torch.long, device=gt_inds.device)
     queries = torch.nonzero(gt_inds > 0).flatten()

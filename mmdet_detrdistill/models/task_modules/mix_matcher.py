@@ -79,14 +79,23 @@ class MixMatcher:
     def layer_pairs(num_student_layers: int, num_teacher_layers: int) -> List[Tuple[int, int]]:
         """Which teacher layer each student layer is distilled from.
 
-        Equal depths pair layer l with layer l; otherwise layers are spread
-        evenly and the last layers are always paired: student layer l takes
-        teacher layer ``round((l + 1) * Lt / Ls) - 1``.
+        One ``(s, t)`` per student layer s, t in ``[0, Lt)``, non-decreasing in s;
+        equal depths pair layer l with layer l, and the last layers are always
+        paired. Otherwise student layer s stands at relative depth
+        ``(s + 1) / Ls`` and takes the teacher layer there:
+
+        * a shallower student (Ls < Lt) takes the nearest one,
+          ``t = round((s + 1) * Lt / Ls) - 1`` (Python's ``round``); no two
+          student layers share a teacher layer;
+        * a deeper student (Ls > Lt) is cut into Lt consecutive blocks of
+          near-equal size, block k distilled from teacher layer k:
+          ``t = ceil((s + 1) * Lt / Ls) - 1``, never below 0 (rounding gave
+          the early student layers t = -1, i.e. the teacher's *last* layer).
         """
-        return [
-            (s, round((s + 1) * num_teacher_layers / num_student_layers) - 1)
-            for s in range(num_student_layers)
-        ]
+        ls, lt = num_student_layers, num_teacher_layers
+        if ls > lt:
+            return [(s, -(-(s + 1) * lt // ls) - 1) for s in range(ls)]  # integer ceil
+        return [(s, round((s + 1) * lt / ls) - 1) for s in range(ls)]
 
     def fixed_match(self, batch_size: int, num_queries: int, device: torch.device):
         """Query i of the teacher-query group <-> teacher query i.

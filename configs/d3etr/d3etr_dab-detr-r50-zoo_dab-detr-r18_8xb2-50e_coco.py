@@ -1,0 +1,20 @@
+# D3ETR: MMDetection's published DAB-DETR R50-C5 (42.3 AP, model zoo) -> R18-C5 student, 50 epochs.
+# The teacher is mmdet's own config; its checkpoint is the `Weights` URL of mmdet's
+# configs/dab_detr/metafile.yml, downloaded once into the cache load_from uses. MixMatcher (adaptive
+# + fixed) and the loss weights are D3ETRDistiller's defaults.
+# Train: tools/dist_train.sh configs/d3etr/<this file> 8
+_base_ = [
+    '../students/dab-detr_r18_8xb2-50e_coco.py',
+    '../_base_/distill_runtime.py',
+]
+custom_imports = dict(imports=['mmdet_detrdistill'], allow_failed_imports=False)
+default_hooks = dict(checkpoint=dict(type='AtomicCheckpointHook'))  # kill-safe saves
+
+model = dict(
+    _delete_=True,
+    type='D3ETRDistiller',
+    student={{_base_.model}},
+    teacher='mmdet::dab_detr/dab-detr_r50_8xb2-50e_coco.py',
+    teacher_ckpt='https://download.openmmlab.com/mmdetection/v3.0/dab_detr/dab-detr_r50_8xb2-50e_coco/dab-detr_r50_8xb2-50e_coco_20221122_120837-c1035c8c.pth',  # noqa: E501
+    matcher=dict(type='MixMatcher', adaptive=True, fixed=True),
+)

@@ -1,0 +1,19 @@
+# DETRDistill: MMDetection's published two-stage Deformable DETR (box refinement) R50 (47.0 AP,
+# model zoo) -> R18 student, 50 epochs. The teacher is mmdet's own config; its checkpoint is the
+# `Weights` URL of mmdet's configs/deformable_detr/metafile.yml, downloaded once into the cache
+# load_from uses. Components and weights are DETRDistillDistiller's defaults.
+# Train: tools/dist_train.sh configs/detrdistill/<this file> 16
+_base_ = [
+    '../students/deformable-detr-refine-twostage_r18_16xb2-50e_coco.py',
+    '../_base_/distill_runtime.py',
+]
+custom_imports = dict(imports=['mmdet_detrdistill'], allow_failed_imports=False)
+default_hooks = dict(checkpoint=dict(type='AtomicCheckpointHook'))  # kill-safe saves
+
+model = dict(
+    _delete_=True,
+    type='DETRDistillDistiller',
+    student={{_base_.model}},
+    teacher='mmdet::deformable_detr/deformable-detr-refine-twostage_r50_16xb2-50e_coco.py',
+    teacher_ckpt='https://download.openmmlab.com/mmdetection/v3.0/deformable_detr/deformable-detr-refine-twostage_r50_16xb2-50e_coco/deformable-detr-refine-twostage_r50_16xb2-50e_coco_20221021_184714-acc8a5ff.pth',  # noqa: E501
+)

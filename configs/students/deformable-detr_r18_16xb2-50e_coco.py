@@ -1,0 +1,10 @@
+# Deformable DETR R18, the student of the model-zoo R50 teacher: mmdet's R50 config with an
+# ImageNet ResNet-18 backbone, whose C3-C5 have 128, 256 and 512 channels. Trainable alone as the
+# baseline:
+#   tools/dist_train.sh configs/students/deformable-detr_r18_16xb2-50e_coco.py 8
+_base_ = 'mmdet::deformable_detr/deformable-detr_r50_16xb2-50e_coco.py'
+
+model = dict(
+    backbone=dict(depth=18, init_cfg=dict(type='Pretrained', checkpoint='torchvision://resnet18')),
+    neck=dict(in_channels=[128, 256, 512]),
+)

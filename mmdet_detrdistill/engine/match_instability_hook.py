@@ -1,0 +1,173 @@
+"""OD-DETR's matching instability: a fixed set of training images, re-matched during training."""
+
+import random
+from contextlib import contextmanager
+from typing import Iterator, List, Optional
+
+import numpy as np
+import torch
+from mmdet.registry import HOOKS
+from mmengine.dist import is_main_process
+from mmengine.hooks import Hook
+from mmengine.model import is_model_wrapper
+from torch import Tensor, nn
+from torch.utils.data import DataLoader
+
+from ..models.layers.head_assignment import pred_instances
+from ..models.task_modules.match_stability import query_of_each_gt
+
+SCALAR_KEY = 'epoch_match_instability'
+
+
+@contextmanager
+def preserved_rng() -> Iterator[None]:
+    """Run a block without changing Python's, NumPy's or torch's (CPU and CUDA) random state."""
+    py_state, np_state = random.getstate(), np.random.get_state()
+    devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
+    try:
+        with torch.random.fork_rng(devices=devices):
+            yield
+    finally:
+        random.setstate(py_state)
+        np.random.set_state(np_state)
+
+
+def trained_detector(model: nn.Module) -> nn.Module:
+    """The detector being trained: a distiller's ``student``, else the model itself."""
+    model = model.module if is_model_wrapper(model) else model
+    return getattr(model, 'student', model)
+
+
+def probe_batches(dataloader: DataLoader, num_images: int, batch_size: int) -> List[dict]:
+    """The first ``num_images`` samples of the loader's dataset, through its pipeline once
+    (random flips drawn once, then fixed), collated into batches; training's random state is
+    left as it was."""
+    dataset = dataloader.dataset
+    with preserved_rng():
+        samples = [dataset[i] for i in range(min(num_images, len(dataset)))]
+    return [
+        dataloader.collate_fn(samples[i : i + batch_size])
+        for i in range(0, len(samples), batch_size)
+    ]
+
+
+@torch.no_grad()
+def final_layer_assignment(detector: nn.Module, batches: List[dict]) -> List[Tensor]:
+    """The query matched to each GT box of each image (-1 if none), (num_gts,) per image.
+
+    The detector runs in eval mode (no dropout; its train/eval mode is restored); the last
+    decoder layer's predictions are matched to the GT by ``detector.bbox_head.assigner``, as
+    the head matches them for its loss.
+    """
+    was_training = detector.training
+    detector.eval()
+    out = []
+    try:
+        for batch in batches:
+            data = detector.data_preprocessor(batch, False)
+            cls_scores, bbox_preds = detector(**data, mode='tensor')[:2]  # (L, bs, N, .)
+            samples = data['data_samples']
+            preds = pred_instances(cls_scores[-1], bbox_preds[-1], [s.metainfo for s in samples])
+            for pred, sample in zip(preds, samples):
+                result = detector.bbox_head.assigner.assign(
+                    pred_instances=pred, gt_instances=sample.gt_instances, img_meta=sample.metainfo
+                )
+                out.append(query_of_each_gt(result.num_gts, result.gt_inds))
+    finally:
+        detector.train(was_training)
+    return out
+
+
+def changed_fraction(before: List[Tensor], after: List[Tensor]) -> Optional[float]:
+    """Fraction of GT boxes (over all images) whose matched query differs; None without GT."""
+    changed = sum(int((b != a).sum()) for b, a in zip(before, after))
+    total = sum(len(b) for b in before)
+    return changed / total if total else None
+
+
+@HOOKS.register_module()
+class MatchInstabilityHook(Hook):
+    """Log OD-DETR's matching instability of the trained detector.
+
+    OD-DETR (arXiv 2406.05791) measures the instability DN-DETR defined (Li et
+    al., CVPR 2022): for the same training image, how often the query matched
+    to a GT box changes from one epoch to the next. This hook
+    keeps a fixed probe set, the first ``num_images`` samples of the training
+    dataset (through its pipeline once); every ``interval`` iterations (or
+    epochs, ``by_epoch``) it matches the detector's last-layer predictions on
+    them to their GT with the head's own assigner and logs
+
+        epoch_match_instability = #{GT boxes whose matched query changed} / #{GT boxes}
+
+    against the previous probe. DN-DETR's IS counts the changed entries of
+    the per-query index vector instead (a GT moving from query a to query b
+    changes two entries); counted per GT box, it reads as a fraction.
+
+    The assignment is the model's own (``bbox_head.assigner``), not the one a
+    distiller may train with (OD-DETR's teacher-guided assignment): it is the
+    same quantity with and without guidance. A distiller's ``student`` is
+    probed. The detector runs in eval mode, under no_grad; the probe set is
+    built without touching training's random state, so a run with the hook
+    trains exactly as without it. Runs on the main process only. The
+    reference of the first probe is the model when training starts (after a
+    resume: the resumed model).
+
+    The value goes to the message hub (``train/epoch_match_instability``,
+    shown in the following training log lines and in ``vis_data``) and to one
+    log line per probe: ``epoch_match_instability at iter I/N: V`` (``at
+    epoch E/N`` with ``by_epoch``).
+
+    Args:
+        num_images (int): Probe images. Defaults to 32.
+        interval (int): Iterations (epochs with ``by_epoch``) between probes.
+            Defaults to 50.
+        by_epoch (bool): Probe after every ``interval`` epochs instead.
+            Defaults to False.
+        batch_size (int): Probe images per forward pass. Defaults to 8.
+    """
+
+    priority = 'NORMAL'  # before LoggerHook: the log line of a probe's iteration shows it
+
+    def __init__(
+        self, num_images: int = 32, interval: int = 50, by_epoch: bool = False, batch_size: int = 8
+    ) -> None:
+        for key, value in dict(
+            num_images=num_images, interval=interval, batch_size=batch_size
+        ).items():
+            if value < 1:
+                raise ValueError(f'MatchInstabilityHook: {key}={value}; set it to 1 or more')
+        self.num_images, self.interval, self.by_epoch = num_images, interval, by_epoch
+        self.batch_size = batch_size
+        self._batches: List[dict] = []
+        self._previous: Optional[List[Tensor]] = None
+
+    def before_train(self, runner) -> None:
+        """Build the probe set and match it once, as the reference of the first probe."""
+        if not is_main_process():
+            return
+        self._batches = probe_batches(runner.train_dataloader, self.num_images, self.batch_size)
+        self._previous = final_layer_assignment(trained_detector(runner.model), self._batches)
+
+    def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
+        if not self.by_epoch and self.every_n_train_iters(runner, self.interval):
+            self.probe(runner, f'iter {runner.iter + 1}/{runner.max_iters}')
+
+    def after_train_epoch(self, runner) -> None:
+        if self.by_epoch and self.every_n_epochs(runner, self.interval):
+            self.probe(runner, f'epoch {runner.epoch + 1}/{runner.max_epochs}')
+
+    def probe(self, runner, when: str) -> Optional[float]:
+        """Match the probe set again; log and return the fraction of changed matches."""
+        if not is_main_process():
+            return None
+        current = final_layer_assignment(trained_detector(runner.model), self._batches)
+        previous, self._previous = self._previous, current
+        value = changed_fraction(previous, current) if previous is not None else None
+        if value is not None:
+            runner.message_hub.update_scalar(f'train/{SCALAR_KEY}', value)
+            num_gts = sum(len(q) for q in current)
+            runner.logger.info(
+                f'{SCALAR_KEY} at {when}: {value:.4f} '
+                f'({num_gts} GT boxes of {len(current)} probe images)'
+            )
+        return value

@@ -1,0 +1,168 @@
+"""OD-DETR's initial-query constraint, boxes weighted by how confident the teacher is."""
+
+import dataclasses
+from typing import Dict, List, Optional, Tuple
+
+from mmdet.registry import MODELS
+from mmdet.structures import SampleList
+from mmdet.structures.bbox import bbox_cxcywh_to_xyxy
+from mmdet.utils import ConfigType
+from torch import Tensor, nn
+
+from ..detectors import OWN_GROUP
+from ..distillers.decoder_outputs import DecoderOutputs
+from ..distillers.pairs import gather_queries
+from ..layers.head_assignment import pixel_scale
+from .fixed_match_kd import FixedMatchKD
+from .matched_pair_kd import Pairs
+
+BOX_LOSSES = ('loss_bbox', 'loss_iou')
+BOX_WEIGHTINGS = ('uniform', 'teacher_confidence')
+# smaller box weights than D3ETR's fixed matching (L1 5, GIoU 2): between a model and its own
+# EMA, those collapsed the tiny student (see ODDETRDistiller)
+INITIAL_QUERY_LOSSES = dict(
+    loss_cls=dict(type='SoftBCEDistillLoss', loss_weight=1.0),
+    loss_bbox=dict(type='L1Loss', loss_weight=1.0),
+    loss_iou=dict(type='GIoULoss', loss_weight=0.5),
+)
+
+
+def teacher_confidence(teacher_logits: Tensor, score_thr: float = 0.0) -> Tensor:
+    """Per-query weight ``w = max_c sigmoid(z_c)``, 0 where ``w < score_thr``.
+
+    Args:
+        teacher_logits (Tensor): Teacher class logits, (..., num_classes).
+        score_thr (float): Confidences below it weigh 0. Defaults to 0.
+
+    Returns:
+        Tensor: (...), in [0, 1], detached.
+    """
+    conf = teacher_logits.detach().float().sigmoid().max(-1).values
+    return conf * (conf >= score_thr)
+
+
+@MODELS.register_module()
+class InitialQueryKD(FixedMatchKD):
+    """OD-DETR's initial-query constraint (arXiv 2406.05791, "initial query" distillation).
+
+    The EMA teacher's initial queries run through the student's decoder as the
+    isolated group ``'teacher_queries'``; in every student layer l, query i of
+    the group is paired with teacher query i of layer t(l) and its predictions
+    are constrained to the teacher's:
+
+    * classes: soft-label BCE on the student's logits against the teacher's
+      probabilities, mean over pairs (as :class:`FixedMatchKD`);
+    * boxes (``loss_bbox``: L1 on normalised cxcywh, ``loss_iou``: GIoU on
+      pixel xyxy), each pair weighted by ``w_i``::
+
+          L_box = sum_i w_i * l(b_s_i, b_t_i) / K        (K pairs of the layer)
+
+      ``box_weighting='teacher_confidence'``: ``w_i`` is the teacher's max
+      class probability for query i, 0 below ``score_thr``
+      (:func:`teacher_confidence`): a box the teacher does not believe in is
+      not a target, and early on, while the EMA is unsure of every box, the
+      box terms are near zero; ``'uniform'``: ``w_i = 1``.
+
+    Gradients reach the student only (the teacher's outputs and the weights
+    are detached). Class scores only: ``losses=dict(loss_bbox=None,
+    loss_iou=None)``, OD-DETR's default here (see :class:`ODDETRDistiller`).
+
+    Args:
+        prefix (str): Loss-key prefix. Defaults to ``'oddetr.init_query'``.
+        matcher (dict): Matcher config, for ``layer_pairs``/``fixed_match``.
+            Defaults to ``MixMatcher``.
+        losses (dict, optional): Merged over ``loss_cls`` SoftBCE 1,
+            ``loss_bbox`` L1 1, ``loss_iou`` GIoU 0.5; ``None`` switches one
+            off. Defaults to None.
+        box_weighting (str): ``'teacher_confidence'`` or ``'uniform'``.
+            Defaults to ``'teacher_confidence'``.
+        score_thr (float): With ``'teacher_confidence'``, pairs whose teacher
+            confidence is below it weigh 0. Defaults to 0.
+    """
+
+    default_losses = INITIAL_QUERY_LOSSES
+
+    def __init__(
+        self,
+        prefix: str = 'oddetr.init_query',
+        matcher: ConfigType = dict(type='MixMatcher', adaptive=False, fixed=True),
+        losses: Optional[dict] = None,
+        box_weighting: str = 'teacher_confidence',
+        score_thr: float = 0.0,
+    ) -> None:
+        super().__init__(prefix, matcher, losses)
+        if box_weighting not in BOX_WEIGHTINGS:
+            raise ValueError(
+                f'{prefix}: box_weighting={box_weighting!r} is not one of {BOX_WEIGHTINGS}; '
+                "set the component's box_weighting (OD-DETR: model.init_query.box_weighting) to "
+                "'teacher_confidence' or 'uniform'"
+            )
+        self.box_weighting = box_weighting
+        self.score_thr = score_thr
+        # box terms are computed here, weighted; the rest by MatchedPairKD
+        self.box_losses = nn.ModuleDict(
+            {k: self.losses.pop(k) for k in BOX_LOSSES if k in self.losses}
+        )
+
+    def loss(
+        self,
+        student_out: DecoderOutputs,
+        teacher_out: DecoderOutputs,
+        batch_data_samples: SampleList,
+    ) -> Dict[str, Tensor]:
+        """Class (and attention) losses of :class:`MatchedPairKD`, plus weighted box losses."""
+        # targets only, even where the teacher ran with autograd on
+        teacher_out = dataclasses.replace(
+            teacher_out,
+            cls_scores=teacher_out.cls_scores.detach(),
+            bbox_preds=teacher_out.bbox_preds.detach(),
+        )
+        out = super().loss(student_out, teacher_out, batch_data_samples)
+        if not self.box_losses:
+            return out
+        img_metas = [s.metainfo for s in batch_data_samples]
+        layers = self.matcher.layer_pairs(student_out.num_layers, teacher_out.num_layers)
+        all_pairs = self.match_layers(student_out, teacher_out, layers, img_metas)
+        for (s_l, t_l), pairs in zip(layers, all_pairs):
+            layer = self.box_pair_losses(pairs, (student_out, s_l), (teacher_out, t_l), img_metas)
+            out.update({f'{self.prefix}.d{s_l}.{k}': v for k, v in layer.items()})
+        return out
+
+    def box_pair_losses(
+        self,
+        pairs: Pairs,
+        student: Tuple[DecoderOutputs, int],
+        teacher: Tuple[DecoderOutputs, int],
+        img_metas: List[dict],
+    ) -> Dict[str, Tensor]:
+        """Weighted box losses of one layer's pairs (student layer, teacher layer)."""
+        (s_out, s_l), (t_out, t_l) = student, teacher
+        s_idx, t_idx = pairs
+        s_box = gather_queries(s_out.group(self.student_group)[1][s_l], s_idx).float()  # (bs, K, 4)
+        t_cls, t_box = (gather_queries(x[t_l], t_idx) for x in t_out.group(OWN_GROUP))
+        t_box = t_box.detach().float()
+        if self.box_weighting == 'teacher_confidence':
+            weight = teacher_confidence(t_cls, self.score_thr)  # (bs, K)
+        else:
+            weight = t_box.new_ones(t_box.shape[:2])
+        num_pairs = max(s_idx.numel(), 1)
+        out = {}
+        if 'loss_bbox' in self.box_losses:
+            out['loss_bbox'] = self.box_losses['loss_bbox'](
+                s_box.flatten(0, 1),
+                t_box.flatten(0, 1),
+                weight=weight.flatten()[:, None].expand(-1, 4),
+                avg_factor=num_pairs,
+            )
+        if 'loss_iou' in self.box_losses:
+            scale = pixel_scale(s_box, img_metas)
+            out['loss_iou'] = self.box_losses['loss_iou'](
+                (bbox_cxcywh_to_xyxy(s_box) * scale).flatten(0, 1),
+                (bbox_cxcywh_to_xyxy(t_box) * scale).flatten(0, 1),
+                weight=weight.flatten(),
+                avg_factor=num_pairs,
+            )
+        return out
+
+    def extra_repr(self) -> str:
+        return f'{super().extra_repr()}, box_weighting={self.box_weighting!r}'

@@ -1,0 +1,144 @@
+"""InitialQueryKD: OD-DETR's initial-query constraint, boxes weighted by teacher confidence."""
+
+import pytest
+import torch
+from mmdet.registry import MODELS
+
+from mmdet_detrdistill.models.components import TEACHER_QUERY_GROUP, FixedMatchKD, InitialQueryKD
+from mmdet_detrdistill.models.components.initial_query_kd import teacher_confidence
+from mmdet_detrdistill.models.detectors import OWN_GROUP
+from mmdet_detrdistill.models.distillers.decoder_outputs import DecoderOutputs
+from mmdet_detrdistill.testing import make_batch, tiny_detr_cfg
+
+L, BS, N, C = 2, 2, 4, 3
+METAS = [dict(img_shape=(64, 64)), dict(img_shape=(64, 48))]
+
+
+def _samples():
+    """Data samples as the component reads them (``metainfo`` only)."""
+    return [type('Sample', (), dict(metainfo=m))() for m in METAS]
+
+
+def _boxes(*shape):
+    """Normalised cxcywh boxes well inside the image."""
+    centre = 0.3 + 0.4 * torch.rand(*shape, 2)
+    size = 0.1 + 0.3 * torch.rand(*shape, 2)
+    return torch.cat([centre, size], -1)
+
+
+def _outputs(cls, box, group):
+    return DecoderOutputs(cls, box, {group: slice(0, N)}, own_queries=None)
+
+
+def _pair(student_box=None, teacher_cls=None, teacher_box=None):
+    """Student outputs (group ``teacher_queries``) and teacher outputs, (L, BS, N, .)."""
+    t_cls = torch.randn(L, BS, N, C) if teacher_cls is None else teacher_cls
+    t_box = _boxes(L, BS, N) if teacher_box is None else teacher_box
+    s_box = _boxes(L, BS, N) if student_box is None else student_box
+    s_cls = torch.randn(L, BS, N, C)
+    return _outputs(s_cls, s_box, TEACHER_QUERY_GROUP), _outputs(t_cls, t_box, OWN_GROUP)
+
+
+def _box_loss(component, student, teacher):
+    losses = component.loss(student, teacher, _samples())
+    return sum(v for k, v in losses.items() if k.endswith(('loss_bbox', 'loss_iou')))
+
+
+def test_teacher_confidence_is_the_max_score_zero_below_the_threshold():
+    logits = torch.tensor([[0.0, 2.0, -1.0], [-3.0, -2.0, -4.0]])
+    conf = teacher_confidence(logits)
+    torch.testing.assert_close(conf, torch.sigmoid(torch.tensor([2.0, -2.0])))
+    assert teacher_confidence(logits, score_thr=0.5).tolist() == [conf[0].item(), 0.0]
+
+
+def test_a_query_the_teacher_is_not_confident_about_contributes_nothing():
+    component = InitialQueryKD(score_thr=0.3)
+    t_cls = torch.randn(L, BS, N, C)
+    t_cls[:, :, 1] = float('-inf')  # confidence 0
+    t_cls[:, :, 2] = -2.0  # confidence 0.12, under the threshold
+    t_cls[:, :, 0] = 3.0
+    student, teacher = _pair(teacher_cls=t_cls)
+    student.bbox_preds.requires_grad_(True)
+    loss = _box_loss(component, student, teacher)
+    loss.backward()
+    grad = student.bbox_preds.grad
+    assert (grad[:, :, 1:3] == 0).all() and (grad[:, :, 0] != 0).any()
+    with torch.no_grad():  # moving those queries' boxes changes nothing
+        student.bbox_preds[:, :, 1:3] = _boxes(L, BS, 2)
+    assert _box_loss(component, student, teacher).item() == pytest.approx(loss.item())
+
+
+def test_identical_teacher_and_student_give_zero_loss():
+    component = InitialQueryKD()
+    t_cls, t_box = torch.randn(L, BS, N, C), _boxes(L, BS, N)
+    student = _outputs(t_cls.clone(), t_box.clone(), TEACHER_QUERY_GROUP)
+    losses = component.loss(student, _outputs(t_cls, t_box, OWN_GROUP), _samples())
+    assert {k.rsplit('.', 1)[1] for k in losses} == {'loss_cls', 'loss_bbox', 'loss_iou'}
+    assert all(v.abs().item() < 1e-5 for v in losses.values()), losses
+
+
+def test_gradients_reach_the_student_only():
+    student, teacher = _pair()
+    for x in (student.cls_scores, student.bbox_preds, teacher.cls_scores, teacher.bbox_preds):
+        x.requires_grad_(True)
+    losses = InitialQueryKD().loss(student, teacher, _samples())
+    sum(losses.values()).backward()
+    assert student.cls_scores.grad.abs().sum() > 0 and student.bbox_preds.grad.abs().sum() > 0
+    assert teacher.cls_scores.grad is None and teacher.bbox_preds.grad is None
+
+
+def test_uniform_weighting_is_fixed_matchings_box_loss():
+    """``box_weighting='uniform'`` computes what FixedMatchKD's pair losses computed."""
+    losses = dict(
+        loss_bbox=dict(type='L1Loss', loss_weight=5.0),
+        loss_iou=dict(type='GIoULoss', loss_weight=2.0),
+        loss_self_attn=None,
+        loss_cross_attn=None,
+    )
+    student, teacher = _pair()
+    ours = InitialQueryKD(losses=losses, box_weighting='uniform').loss(student, teacher, _samples())
+    fixed = FixedMatchKD(prefix='oddetr.init_query', losses=losses)
+    expected = fixed.loss(student, teacher, _samples())
+    assert ours.keys() == expected.keys()
+    for key, value in expected.items():
+        torch.testing.assert_close(ours[key], value)
+
+
+def test_confidence_weighting_scales_each_pair_by_its_confidence():
+    losses = dict(loss_cls=None, loss_iou=None)
+    student, teacher = _pair()
+    uniform = InitialQueryKD(losses=losses, box_weighting='uniform')
+    weighted = InitialQueryKD(losses=losses)
+    conf = teacher_confidence(teacher.cls_scores)  # (L, BS, N)
+    s_box, t_box = student.bbox_preds, teacher.bbox_preds
+    for layer in range(L):
+        key = f'oddetr.init_query.d{layer}.loss_bbox'
+        l1 = (s_box[layer] - t_box[layer]).abs().sum(-1)  # (BS, N)
+        expected = (conf[layer] * l1).sum() / (BS * N)
+        got = weighted.loss(student, teacher, _samples())[key]
+        torch.testing.assert_close(got, expected)
+        assert uniform.loss(student, teacher, _samples())[key] > got
+
+
+def test_unknown_weighting_names_the_key():
+    with pytest.raises(ValueError, match='box_weighting.*teacher_confidence'):
+        InitialQueryKD(box_weighting='confidence')
+
+
+@pytest.mark.parametrize('family', ['conditional', 'deformable'])
+def test_oddetr_default_is_class_only_and_losses_none_adds_finite_box_terms(family):
+    torch.manual_seed(0)
+    default = MODELS.build(dict(type='ODDETRDistiller', student=tiny_detr_cfg(family)))
+    assert isinstance(default.components['init_query'], InitialQueryKD)
+    boxes = MODELS.build(
+        dict(type='ODDETRDistiller', student=tiny_detr_cfg(family), init_query=dict(losses=None))
+    )
+    for model in (default, boxes):
+        model.init_weights()
+        model.train()
+    keys = set(default(**make_batch(default), mode='loss'))
+    assert not any(k.startswith('oddetr.init_query.') and 'loss_bbox' in k for k in keys)
+    losses = boxes(**make_batch(boxes), mode='loss')
+    box_keys = [k for k in losses if k.startswith('oddetr.init_query.') and 'box' in k]
+    assert box_keys and all(torch.isfinite(losses[k]) for k in box_keys)
+    assert {'oddetr.init_query.d1.loss_bbox', 'oddetr.init_query.d1.loss_iou'} <= set(losses)
