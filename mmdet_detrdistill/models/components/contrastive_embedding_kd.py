@@ -131,12 +131,10 @@ class ContrastiveEmbeddingKD(AdaptiveMatchKD):
     ) -> Dict[str, Tensor]:
         """InfoNCE of every student layer, keys ``{prefix}.d{l}.loss_contrastive``."""
         img_metas = [s.metainfo for s in batch_data_samples]
-        layers = self.matcher.layer_pairs(student_out.num_layers, teacher_out.num_layers)
-        all_pairs = self.match_layers(student_out, teacher_out, layers, img_metas)
         s_hidden = student_out.hidden_states[:, :, student_out.slices[OWN_GROUP]]
         t_hidden = teacher_out.hidden_states[:, :, teacher_out.slices[OWN_GROUP]]
         out = {}
-        for (s_l, t_l), (s_idx, t_idx) in zip(layers, all_pairs):
+        for (s_l, t_l), (s_idx, t_idx) in self.paired_layers(student_out, teacher_out, img_metas):
             out[f'{self.prefix}.d{s_l}.loss_contrastive'] = self.embedding_loss(
                 gather_queries(s_hidden[s_l], s_idx), gather_queries(t_hidden[t_l], t_idx)
             )

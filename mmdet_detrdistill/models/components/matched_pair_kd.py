@@ -57,6 +57,14 @@ class MatchedPairKD(DistillComponent):
         """The (student, teacher) query pairs of each (student, teacher) layer of ``layers``."""
         raise NotImplementedError
 
+    def paired_layers(
+        self, student_out: DecoderOutputs, teacher_out: DecoderOutputs, img_metas: List[dict]
+    ) -> List[Tuple[Tuple[int, int], Pairs]]:
+        """Each (student, teacher) layer pair of :meth:`MixMatcher.layer_pairs` with its query
+        pairs."""
+        layers = self.matcher.layer_pairs(student_out.num_layers, teacher_out.num_layers)
+        return list(zip(layers, self.match_layers(student_out, teacher_out, layers, img_metas)))
+
     def loss(
         self,
         student_out: DecoderOutputs,
@@ -65,10 +73,8 @@ class MatchedPairKD(DistillComponent):
     ) -> Dict[str, Tensor]:
         """Pair losses of every student layer, keys ``{prefix}.d{l}.{loss}``."""
         img_metas = [s.metainfo for s in batch_data_samples]
-        layers = self.matcher.layer_pairs(student_out.num_layers, teacher_out.num_layers)
-        all_pairs = self.match_layers(student_out, teacher_out, layers, img_metas)
         out = {}
-        for (s_l, t_l), pairs in zip(layers, all_pairs):
+        for (s_l, t_l), pairs in self.paired_layers(student_out, teacher_out, img_metas):
             layer = pair_losses(
                 self.losses,
                 pairs,
