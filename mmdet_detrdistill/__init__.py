@@ -1,9 +1,30 @@
 """MMDetection plugin for knowledge distillation of DETR-family detectors.
 
-Importing this package registers its distillers, query-group detectors,
-matchers and losses in MMDetection's registries, and allow-lists the types
-MMEngine writes into checkpoints so they load under ``torch.load``'s
-``weights_only`` mode.
+Importing this package registers its distillers, query-group detectors, matchers and losses in
+MMDetection's registries.
+
+Side effect on every ``torch.load`` in the process: the import also calls
+:func:`~mmdet_detrdistill.utils.checkpoint.register_mmengine_safe_globals`, which adds to
+torch's process-wide ``weights_only`` allow-list (``torch.serialization.add_safe_globals``)
+exactly the types MMEngine writes into a Runner checkpoint beyond torch's defaults (tensors,
+builtins, ``OrderedDict``, ``Counter``):
+
+* ``numpy.ndarray``, ``numpy.dtype`` and numpy's array/scalar rebuild functions
+  (``numpy.core.multiarray._reconstruct`` / ``scalar`` under both the numpy 1.x and 2.x names),
+  with the dtype classes of bool, int8-64, uint8-64 and float16/32/64 only (no object, complex
+  or long double arrays): ``message_hub`` log buffers and the numpy scalars metrics return;
+* ``mmengine.logging.HistoryBuffer`` (the ``message_hub`` log scalars), and ``builtins.getattr``
+  served by a stand-in that allows only ``getattr(HistoryBuffer, 'min' | 'max' | 'current' |
+  'mean')``, how a HistoryBuffer pickles its statistics.
+
+Why: since torch 2.6 ``torch.load`` defaults to ``weights_only=True``, and MMEngine 0.10.7's
+``load_from`` / ``resume`` call ``torch.load`` without ``weights_only``, so without these
+entries torch refuses MMEngine's own checkpoints (the alternative, ``weights_only=False``,
+would let a checkpoint run code). Nothing else is allow-listed and nothing is monkey-patched.
+
+To see it: after the import, ``torch.serialization.get_safe_globals()`` lists these entries
+(next to torch's own, such as ``DTensor``);
+``torch.serialization.get_unsafe_globals_in_checkpoint(PATH)`` shows what a file still needs.
 """
 
 from .utils.checkpoint import register_mmengine_safe_globals

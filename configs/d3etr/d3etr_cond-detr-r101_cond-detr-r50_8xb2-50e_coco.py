@@ -28,7 +28,7 @@ model = dict(
     ),
     # merged over the defaults; None switches a loss off
     adaptive_losses=dict(
-        loss_cls=dict(type='SoftBCEDistillLoss', loss_weight=1.0),
+        loss_cls=dict(type='BinaryKLDistillLoss', loss_weight=1.0),
         loss_bbox=dict(type='L1Loss', loss_weight=5.0),
         loss_iou=dict(type='GIoULoss', loss_weight=2.0),
         # MSE x (keys / ref_num_keys)^2: the published weights at 300 queries and 25x42 C5 keys
@@ -36,7 +36,7 @@ model = dict(
         loss_cross_attn=dict(type='AttentionMapDistillLoss', loss_weight=1e3, ref_num_keys=1050),
     ),
     fixed_losses=dict(
-        loss_cls=dict(type='SoftBCEDistillLoss', loss_weight=1.0),
+        loss_cls=dict(type='BinaryKLDistillLoss', loss_weight=1.0),
         loss_bbox=dict(type='L1Loss', loss_weight=5.0),
         loss_iou=dict(type='GIoULoss', loss_weight=2.0),
         # MSE x (keys / ref_num_keys)^2: the published weights at 300 queries and 25x42 C5 keys

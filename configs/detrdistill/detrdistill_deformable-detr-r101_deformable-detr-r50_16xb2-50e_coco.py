@@ -34,7 +34,7 @@ model = dict(
             ],
         ),
         losses=dict(
-            loss_cls=dict(type='SoftBCEDistillLoss', loss_weight=1.0),
+            loss_cls=dict(type='BinaryKLDistillLoss', loss_weight=1.0),
             loss_bbox=dict(type='L1Loss', loss_weight=5.0),
             loss_iou=dict(type='GIoULoss', loss_weight=2.0),
         ),

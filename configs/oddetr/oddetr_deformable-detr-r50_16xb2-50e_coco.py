@@ -16,13 +16,13 @@ model = dict(
     # X_ema <- (1 - m_t) X_ema + m_t X,  m_t = (1 - m) exp(-(1 + t) / gamma) + m
     ema=dict(type='ExpMomentumEMA', momentum=1e-3, gamma=100),
     # student query i <-> GT j by Hungarian on (1 - alpha) C_student + alpha C_teacher(last layer)
-    guided_assignment=dict(type='TeacherGuidedAssignment', alpha=0.5),
+    guided_assignment=dict(type='ODDETRGuidedAssignment', alpha=0.5),
     # the teacher's initial queries in the student decoder, their class scores constrained to
     # the teacher's (box terms collapse against an EMA of the student: see ODDETRDistiller)
     init_query=dict(
         type='FixedMatchKD',
         losses=dict(
-            loss_cls=dict(type='SoftBCEDistillLoss', loss_weight=1.0),
+            loss_cls=dict(type='BinaryKLDistillLoss', loss_weight=1.0),
             loss_bbox=None,
             loss_iou=None,
             loss_self_attn=None,

@@ -12,7 +12,7 @@ model = dict(
     type='ODDETRDistiller',
     student={{_base_.model}},
     ema=dict(type='ExpMomentumEMA', momentum=1e-3, gamma=100),
-    guided_assignment=dict(type='TeacherGuidedAssignment', alpha=0.5),
+    guided_assignment=dict(type='ODDETRGuidedAssignment', alpha=0.5),
     # class scores only (box terms collapse against an EMA of the student, see ODDETRDistiller;
     # `losses=None` adds them weighted by the teacher's confidence, see InitialQueryKD)
     init_query=dict(type='InitialQueryKD', losses=dict(loss_bbox=None, loss_iou=None)),

@@ -1,5 +1,5 @@
-# OD-DETR ablation (tools/ablate_oddetr.py): the initial-query constraint on boxes too
-# (L1 5, GIoU 2). Against an EMA of the student this collapses the student's boxes; it is
+# OD-DETR ablation (tools/analysis_tools/ablate_oddetr.py): the initial-query constraint on
+# boxes too (L1 5, GIoU 2). Against an EMA of the student this collapses the student's boxes; it is
 # kept to reproduce that measurement, not to train with.
 _base_ = './oddetr_tiny-s_1xb8-synth.py'
 

@@ -1,9 +1,10 @@
 """Safe checkpoint loading and saving under ``torch.load(weights_only=True)``.
 
 Since torch 2.6 ``torch.load`` only unpickles allow-listed types. MMEngine Runner checkpoints
-also hold numpy arrays/scalars and ``mmengine.logging.HistoryBuffer`` objects, so
-:func:`register_mmengine_safe_globals` allow-lists exactly those types (never
-``weights_only=False``). Everything else here loads with ``weights_only=True`` too.
+also hold numpy arrays/scalars and ``mmengine.logging.HistoryBuffer`` objects (in
+``message_hub``), so :func:`register_mmengine_safe_globals` allow-lists exactly those types
+(never ``weights_only=False``); ``import mmdet_detrdistill`` calls it, for the whole process
+(see the package docstring). Everything else here loads with ``weights_only=True`` too.
 """
 
 import io
@@ -24,9 +25,11 @@ from .remote_checkpoint import is_url, local_checkpoint_path
 
 MapLocation = Union[str, torch.device, Callable, Dict[str, str], None]
 
-# Typecodes of the numpy dtypes allowed inside checkpoints: bool, ints, uints, floats and
-# complex numbers. Object arrays ('O') are deliberately not allowed.
-_NUMPY_DTYPE_CHARS = '?bBhHiIlLqQefdgFDG'
+# Typecodes of the numpy dtypes allowed inside checkpoints: bool, signed and unsigned ints,
+# float16/32/64, the real numbers a metric can return into the message hub (``HistoryBuffer``
+# keeps float64 / int64 arrays). Long double, complex and object ('O') arrays are not allowed:
+# a Runner checkpoint holds none.
+_NUMPY_DTYPE_CHARS = '?bBhHiIlLqQefd'
 _HISTORY_BUFFER_METHODS = ('min', 'max', 'current', 'mean')
 _REGISTERED = False
 
@@ -75,8 +78,10 @@ def _mmengine_safe_globals() -> List[Any]:
 def register_mmengine_safe_globals() -> None:
     """Allow-list the types MMEngine writes into Runner checkpoints for ``weights_only`` loads.
 
-    Idempotent. Covers numpy arrays, scalars and numeric dtypes (numpy 1.x and 2.x pickle
-    names) and ``mmengine.logging.HistoryBuffer`` (``message_hub`` log scalars).
+    Idempotent; process-wide (``torch.serialization.add_safe_globals``). Covers numpy arrays
+    and scalars of bool, int, uint and float16/32/64 dtypes (numpy 1.x and 2.x pickle names),
+    ``mmengine.logging.HistoryBuffer`` (``message_hub`` log scalars) and ``getattr`` restricted
+    to its statistics methods.
     """
     global _REGISTERED
     if _REGISTERED:

@@ -96,7 +96,11 @@ def student_config_text(cfg_text: str) -> str:
     student = cfg.get('model', {}).get('student') if isinstance(cfg.get('model'), dict) else None
     if not isinstance(student, dict) or 'type' not in student:
         raise ValueError("the config has no model['student'] dict with a 'type'")
-    cfg['model'] = student
+    from ..models.detectors import GROUP_DETECTORS  # lazy: models import utils
+
+    # the distiller builds its student as our group subclass (e.g. GroupConditionalDETR): seen
+    # as that type, the options of ours (fold_group_self_attention) are dropped with it
+    cfg['model'] = dict(student, type=GROUP_DETECTORS.get(student['type'], student['type']))
     cfg, _ = plain_mmdet_config(cfg)
     cfg.update(load_from=None, resume=False)
     return Config(cfg).pretty_text

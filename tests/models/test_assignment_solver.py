@@ -116,9 +116,8 @@ def test_all_layers_at_once_equal_layer_by_layer(batched_costs, solver_threads):
 def test_adaptive_component_matches_every_layer_pair_in_one_call(monkeypatch):
     """A 2-layer student from a 5-layer teacher: student layer l against teacher layer t(l),
     one solver call for all, the pairs each lone per-layer match gives."""
+    from mmdet_detrdistill.models.common import OWN_GROUP, DecoderOutputs
     from mmdet_detrdistill.models.components import AdaptiveMatchKD
-    from mmdet_detrdistill.models.detectors import OWN_GROUP
-    from mmdet_detrdistill.models.distillers.decoder_outputs import DecoderOutputs
 
     s_cls, s_box, _, _ = _layers(2, 2, 9, 9, seed=1)
     t_cls, t_box, _, _ = _layers(5, 2, 9, 9, seed=2)

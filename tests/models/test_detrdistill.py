@@ -7,7 +7,7 @@ from mmdet.registry import MODELS, TASK_UTILS
 from mmdet_detrdistill.models.components import TEACHER_QUERY_GROUP
 from mmdet_detrdistill.models.detectors import OWN_GROUP
 from mmdet_detrdistill.models.layers.head_assignment import pred_instances
-from mmdet_detrdistill.models.task_modules import TeacherAssistedAssigner
+from mmdet_detrdistill.models.task_modules import QueryPriorAssigner
 from mmdet_detrdistill.testing import FAMILY_CONFIGS, distiller_cfg, make_batch, tiny_detr_cfg
 
 FAMILIES = list(FAMILY_CONFIGS)
@@ -118,7 +118,7 @@ def test_query_prior_group_uses_the_teachers_assignment(family):
 
 
 def test_teacher_assisted_assigner_needs_the_teacher_predictions():
-    assigner = TeacherAssistedAssigner()
+    assigner = QueryPriorAssigner()
     with pytest.raises(KeyError, match='teacher_pred_instances'):
         assigner.assign(None, None, img_meta=dict(img_shape=(64, 64)))
 

@@ -7,18 +7,32 @@ import torch
 from mmdet.registry import MODELS
 
 from mmdet_detrdistill.models.detectors import to_group_detector_cfg
-from mmdet_detrdistill.models.layers import FoldedGroupSelfAttention, fold_groups, unfold_groups
+from mmdet_detrdistill.models.layers import (
+    FoldedGroupLayout,
+    fold_groups,
+    folded_self_attention,
+    unfold_groups,
+)
 from mmdet_detrdistill.testing import FAMILY_CONFIGS, distiller_cfg, make_batch, tiny_detr_cfg
 
 FAMILIES = list(FAMILY_CONFIGS)
 CLOSE = dict(atol=1e-5, rtol=1e-5)
 
 
-def _model(family):
+def _model(family, fold=True):
+    """A tiny group detector; ``fold`` is its ``fold_group_self_attention`` option."""
     torch.manual_seed(0)
-    model = MODELS.build(to_group_detector_cfg(tiny_detr_cfg(family), 'student'))
+    cfg = to_group_detector_cfg(tiny_detr_cfg(family), 'student')
+    model = MODELS.build(dict(cfg, fold_group_self_attention=fold))
     model.init_weights()
     return model.eval()  # dropout off: the two paths are compared exactly
+
+
+def _twin(family, model, fold):
+    """``model``'s weights in a model built with ``fold_group_self_attention=fold``."""
+    twin = _model(family, fold)
+    twin.load_state_dict(model.state_dict())
+    return twin
 
 
 def _own(model, batch):
@@ -50,7 +64,7 @@ def _variants(model):
 
 
 def _hidden(model, batch, groups, fold):
-    model.fold_group_self_attention = fold
+    assert model.fold_group_self_attention == fold  # the path is the model's config option
     feats = model.extract_feat(batch['inputs'])
     head_inputs, slices, _ = model.forward_transformer_with_groups(
         feats, batch['data_samples'], groups
@@ -77,6 +91,7 @@ def test_folded_equals_masked_outputs_and_gradients(family):
     assert model.folds_self_attention([own, *groups])
     folded, slices = _hidden(model, batch, groups, fold=True)
     folded_grads = torch.autograd.grad(folded.square().sum(), list(model.decoder.parameters()))
+    model = _twin(family, model, fold=False)
     masked, _ = _hidden(model, batch, groups, fold=False)
     masked_grads = torch.autograd.grad(masked.square().sum(), list(model.decoder.parameters()))
     torch.testing.assert_close(folded, masked, **CLOSE)
@@ -106,19 +121,21 @@ def test_unequal_or_padded_groups_keep_the_mask():
     assert not model.folds_self_attention([own])
     assert not model.folds_self_attention([own, smaller])
     assert not model.folds_self_attention([own, padded])
-    model.fold_group_self_attention = False
+    model = _twin('conditional', model, fold=False)
     assert not model.folds_self_attention([own, same])
 
 
 def test_folding_refuses_a_mask_and_positional_inputs():
     attn = _model('conditional').decoder.layers[0].self_attn
     x = torch.randn(2, 4, attn.embed_dims)
-    with FoldedGroupSelfAttention([attn], 2):
-        with pytest.raises(ValueError, match='no self-attention mask'):
-            attn(query=x, key=x, query_pos=x, key_pos=x, attn_mask=torch.zeros(4, 4).bool())
-        with pytest.raises(TypeError, match='by keyword'):
-            attn(x, x, x)
-    assert attn(query=x, key=x, query_pos=x, key_pos=x).shape == x.shape  # hooks removed
+    layout = FoldedGroupLayout(2)
+    with pytest.raises(ValueError, match='no self-attention mask'):
+        folded_self_attention(
+            attn, layout, query=x, key=x, query_pos=x, key_pos=x, attn_mask=torch.zeros(4, 4).bool()
+        )
+    with pytest.raises(TypeError, match='by keyword'):
+        folded_self_attention(attn, layout, x, x, x)
+    assert attn(query=x, key=x, query_pos=x, key_pos=x).shape == x.shape  # module unchanged
 
 
 @pytest.mark.parametrize('family', FAMILIES)
@@ -126,25 +143,35 @@ def test_folding_refuses_a_mask_and_positional_inputs():
 def test_distillation_losses_unchanged_by_folding(family, method, monkeypatch):
     """Every loss (attention-map losses included) is the same on both paths."""
     entered = []
-    enter = FoldedGroupSelfAttention.__enter__
+    post_init = FoldedGroupLayout.__post_init__
     monkeypatch.setattr(
-        FoldedGroupSelfAttention, '__enter__', lambda self: entered.append(1) or enter(self)
+        FoldedGroupLayout, '__post_init__', lambda self: entered.append(1) or post_init(self)
     )
     name = dict(d3etr='D3ETRDistiller', detrdistill='DETRDistillDistiller')[method]
-    torch.manual_seed(0)
-    model = MODELS.build(distiller_cfg(tiny_detr_cfg(family), tiny_detr_cfg(family), name))
-    model.init_weights()
-    model.eval()  # dropout off
+    model = _distiller(family, name)
     batch = make_batch(model)
     assert model.student.fold_group_self_attention
     with torch.no_grad():
         folded = model(**batch, mode='loss')
         assert entered == [1]  # the student's decoder ran folded
-        model.student.fold_group_self_attention = False
+        model = _distiller(family, name, fold=False, weights_of=model)
         masked = model(**batch, mode='loss')
     assert entered == [1] and folded.keys() == masked.keys()
     for key in folded:
         torch.testing.assert_close(folded[key], masked[key], atol=1e-4, rtol=1e-4, msg=key)
+
+
+def _distiller(family, name, fold=True, weights_of=None):
+    """A tiny distiller (dropout off) whose student has ``fold_group_self_attention=fold``;
+    with ``weights_of``, that distiller's student and teacher weights."""
+    torch.manual_seed(0)
+    student = dict(tiny_detr_cfg(family), fold_group_self_attention=fold)
+    model = MODELS.build(distiller_cfg(student, tiny_detr_cfg(family), name))
+    model.init_weights()
+    if weights_of is not None:
+        model.load_state_dict(weights_of.state_dict())
+        model.teacher.load_state_dict(weights_of.teacher.state_dict())
+    return model.eval()  # dropout off
 
 
 def _padded_group(own, name, seed, size, valid_per_image):
@@ -186,6 +213,7 @@ def test_folded_head_with_masked_tail_equals_masked_outputs_and_gradients(family
     split, slices = _hidden(model, batch, groups, fold=True)
     handle.remove()
     split_grads = torch.autograd.grad(split.square().sum(), list(model.decoder.parameters()))
+    model = _twin(family, model, fold=False)
     masked, _ = _hidden(model, batch, groups, fold=False)
     masked_grads = torch.autograd.grad(masked.square().sum(), list(model.decoder.parameters()))
     bs, n = own.query.shape[:2]
@@ -228,7 +256,7 @@ def test_fold_plan_per_layout():
     assert model.num_folded_groups([own, smaller, same]) == 0  # the equal groups must lead
     assert model.num_folded_groups([own]) == 0
     assert model.group_self_attn_mask([smaller]) is None  # one unpadded tail group: no mask
-    model.fold_group_self_attention = False
+    model = _twin('conditional', model, fold=False)
     assert model.num_folded_groups([own, same, padded]) == 0
 
 
@@ -243,32 +271,27 @@ def test_unpadded_tail_of_another_size_runs_unmasked_and_matches():
     )
     with torch.no_grad():
         split, _ = _hidden(model, batch, [same, smaller], fold=True)
-        masked, _ = _hidden(model, batch, [same, smaller], fold=False)
+        masked, _ = _hidden(_twin('conditional', model, False), batch, [same, smaller], fold=False)
     torch.testing.assert_close(split, masked, **CLOSE)
 
 
 def test_tail_mask_must_cover_the_tail():
-    attn = _model('conditional').decoder.layers[0].self_attn
     with pytest.raises(ValueError, match='tail_mask covers 3 queries'):
-        FoldedGroupSelfAttention([attn], 2, tail_queries=4, tail_mask=torch.zeros(3, 3).bool())
+        FoldedGroupLayout(2, tail_queries=4, tail_mask=torch.zeros(3, 3).bool())
 
 
 @pytest.mark.parametrize('family', FAMILIES)
 def test_oddetr_losses_unchanged_by_folding_with_a_tail(family, monkeypatch):
     """OD-DETR (own + initial-query group folded, auxiliary groups as the tail)."""
     tails = []
-    init = FoldedGroupSelfAttention.__init__
+    post_init = FoldedGroupLayout.__post_init__
 
-    def spy(self, *args, **kwargs):
-        init(self, *args, **kwargs)
+    def spy(self):
+        post_init(self)
         tails.append(self.tail_queries)
 
-    monkeypatch.setattr(FoldedGroupSelfAttention, '__init__', spy)
-    torch.manual_seed(0)
-    cfg = distiller_cfg(tiny_detr_cfg(family), tiny_detr_cfg(family), 'ODDETRDistiller')
-    model = MODELS.build(cfg)
-    model.init_weights()
-    model.eval()  # dropout off
+    monkeypatch.setattr(FoldedGroupLayout, '__post_init__', spy)
+    model = _distiller(family, 'ODDETRDistiller')
     batch = make_batch(model)
     # (two-stage: the EMA teacher also decodes the student's proposals, as a second group of
     # equal size: folded without a tail, in both runs below)
@@ -276,7 +299,7 @@ def test_oddetr_losses_unchanged_by_folding_with_a_tail(family, monkeypatch):
         split = model(**batch, mode='loss')
         student_tails = [t for t in tails if t > 0]
         assert len(student_tails) == 1  # folded, with the auxiliary groups as tail
-        model.student.fold_group_self_attention = False
+        model = _distiller(family, 'ODDETRDistiller', fold=False, weights_of=model)
         masked = model(**batch, mode='loss')
     assert [t for t in tails if t > 0] == student_tails and split.keys() == masked.keys()
     for key in split:
@@ -292,11 +315,10 @@ def test_recording_attention_runs_a_tail_layout_under_one_mask(family):
     model = _model(family)
     batch = make_batch(model)
     own, groups = _tail_layout(model, batch)
-    args = (model, batch['inputs'], batch['data_samples'], groups, True)
+    args = (batch['inputs'], batch['data_samples'], groups, True)
     with torch.no_grad():
-        recorded = DETRDistillerBase.decoder_outputs(*args)
-        model.fold_group_self_attention = False
-        masked = DETRDistillerBase.decoder_outputs(*args)
+        recorded = DETRDistillerBase.decoder_outputs(model, *args)
+        masked = DETRDistillerBase.decoder_outputs(_twin(family, model, fold=False), *args)
     total = sum(s.stop - s.start for s in recorded.slices.values())
     for r, m in zip(recorded.attn['self'], masked.attn['self']):
         assert r.shape == (own.query.shape[0], total, total)

@@ -4,10 +4,9 @@ import pytest
 import torch
 from mmdet.registry import MODELS
 
-from mmdet_detrdistill.models.components import TEACHER_QUERY_GROUP, FixedMatchKD, InitialQueryKD
+from mmdet_detrdistill.models.common import OWN_GROUP, TEACHER_QUERY_GROUP, DecoderOutputs
+from mmdet_detrdistill.models.components import FixedMatchKD, InitialQueryKD
 from mmdet_detrdistill.models.components.initial_query_kd import teacher_confidence
-from mmdet_detrdistill.models.detectors import OWN_GROUP
-from mmdet_detrdistill.models.distillers.decoder_outputs import DecoderOutputs
 from mmdet_detrdistill.testing import make_batch, tiny_detr_cfg
 
 L, BS, N, C = 2, 2, 4, 3

@@ -1,23 +1,29 @@
 import pytest
 import torch
 import torch.nn.functional as F
+from mmdet.registry import MODELS
 
-from mmdet_detrdistill.models.losses import AttentionMapDistillLoss, SoftBCEDistillLoss
+from mmdet_detrdistill.models.losses import AttentionMapDistillLoss, BinaryKLDistillLoss
 
 
-def test_soft_bce_zero_when_equal_positive_otherwise():
-    loss = SoftBCEDistillLoss(loss_weight=2.0)
+def test_binary_kl_zero_when_equal_positive_otherwise():
+    loss = BinaryKLDistillLoss(loss_weight=2.0)
     t = torch.randn(6, 5)
     assert loss(t.clone(), t).abs().item() < 1e-6
     assert loss(t + torch.randn(6, 5), t).item() > 0
 
 
-def test_soft_bce_gradient_equals_plain_bce_gradient():
+def test_binary_kl_gradient_equals_plain_bce_gradient():
     s, t = torch.randn(4, 3, requires_grad=True), torch.randn(4, 3)
-    SoftBCEDistillLoss()(s, t).backward()
+    BinaryKLDistillLoss()(s, t).backward()
     s2 = s.detach().clone().requires_grad_()
     (F.binary_cross_entropy_with_logits(s2, t.sigmoid(), reduction='sum') / 4).backward()
     torch.testing.assert_close(s.grad, s2.grad)
+
+
+def test_former_name_soft_bce_distill_loss_builds_the_binary_kl_loss():
+    loss = MODELS.build(dict(type='SoftBCEDistillLoss', loss_weight=2.0))
+    assert type(loss) is BinaryKLDistillLoss and loss.loss_weight == 2.0
 
 
 def test_attention_loss_zero_when_equal_and_shape_checked():

@@ -10,11 +10,7 @@ from mmengine.structures import InstanceData
 
 from mmdet_detrdistill.models.detectors import OWN_GROUP
 from mmdet_detrdistill.models.layers.head_assignment import pred_instances
-from mmdet_detrdistill.models.task_modules import (
-    TEACHER_PREDS_KEY,
-    TeacherGuidedAssigner,
-    match_instability,
-)
+from mmdet_detrdistill.models.task_modules import ODDETRGuidedAssigner, match_instability
 from mmdet_detrdistill.testing import FAMILY_CONFIGS, make_batch, tiny_detr_cfg
 
 FAMILIES = list(FAMILY_CONFIGS)
@@ -150,9 +146,9 @@ HUNGARIAN = dict(
 @pytest.mark.parametrize('alpha, which', [(0.0, 'student'), (1.0, 'teacher')])
 def test_guided_assignment_ends_are_the_student_and_the_teacher_matching(alpha, which):
     student, teacher, gts = _preds(10, seed=1), _preds(10, seed=2), _gts()
-    meta = {'img_shape': (100, 100), TEACHER_PREDS_KEY: teacher}
-    guided = TeacherGuidedAssigner(HUNGARIAN['match_costs'], alpha=alpha)
-    got = guided.assign(student, gts, img_meta=meta).gt_inds
+    meta = {'img_shape': (100, 100)}
+    guided = ODDETRGuidedAssigner(HUNGARIAN['match_costs'], alpha=alpha)
+    got = guided.assign(student, gts, img_meta=meta, teacher_pred_instances=teacher).gt_inds
     reference = TASK_UTILS.build(HUNGARIAN)
     want = reference.assign(dict(student=student, teacher=teacher)[which], gts, meta).gt_inds
     assert torch.equal(got, want)
@@ -162,9 +158,9 @@ def test_guided_assignment_ends_are_the_student_and_the_teacher_matching(alpha, 
 
 def test_guided_assignment_minimises_the_mixed_cost():
     student, teacher, gts = _preds(8, seed=3), _preds(8, seed=4), _gts(3)
-    meta = {'img_shape': (100, 100), TEACHER_PREDS_KEY: teacher}
-    guided = TeacherGuidedAssigner(HUNGARIAN['match_costs'], alpha=0.3)
-    gt_inds = guided.assign(student, gts, img_meta=meta).gt_inds
+    meta = {'img_shape': (100, 100)}
+    guided = ODDETRGuidedAssigner(HUNGARIAN['match_costs'], alpha=0.3)
+    gt_inds = guided.assign(student, gts, img_meta=meta, teacher_pred_instances=teacher).gt_inds
     cost = 0.7 * guided.cost(student, gts, meta) + 0.3 * guided.cost(teacher, gts, meta)
     matched = sum(cost[q, gt_inds[q] - 1] for q in range(8) if gt_inds[q] > 0)
     best = min(
@@ -174,7 +170,7 @@ def test_guided_assignment_minimises_the_mixed_cost():
 
 
 def test_guided_assignment_without_gt_assigns_nothing():
-    guided = TeacherGuidedAssigner(HUNGARIAN['match_costs'])
+    guided = ODDETRGuidedAssigner(HUNGARIAN['match_costs'])
     empty = InstanceData(bboxes=torch.zeros(0, 4), labels=torch.zeros(0, dtype=torch.long))
     result = guided.assign(_preds(5), empty, img_meta={'img_shape': (100, 100)})
     assert not result.gt_inds.any()
@@ -310,7 +306,7 @@ def test_two_stage_guidance_is_the_teacher_on_the_students_own_proposals(monkeyp
     model = _two_stage_pair_differing_in_proposal_choice()
     seen = {}
     _spy(monkeypatch, model, 'student_gt_loss', seen, 'student', 'samples', 'teacher')
-    _spy(monkeypatch, model.components['guided'], 'gt_assigner', seen, 'guide')
+    _spy(monkeypatch, model.components['guided'], 'gt_assigners', seen, 'guide')
     model(**make_batch(model), mode='loss')
     student, teacher, guide = seen['student'], seen['teacher'], seen['guide']
     # the test can fail: each model picked other proposals than the other

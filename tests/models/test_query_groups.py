@@ -1,8 +1,8 @@
 import pytest
 import torch
 
+from mmdet_detrdistill.models.common import QueryGroup
 from mmdet_detrdistill.models.layers import (
-    QueryGroup,
     build_group_self_attn_mask,
     concat_groups,
     group_slices,

@@ -1,4 +1,4 @@
-"""tools/ablate_oddetr.py: variant selection, log parsing and the multi-seed table."""
+"""tools/analysis_tools/ablate_oddetr.py: variant selection, log parsing, the multi-seed table."""
 
 import os.path as osp
 import statistics
@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-sys.path.insert(0, osp.join(osp.dirname(__file__), '..', '..', 'tools'))
+sys.path.insert(0, osp.join(osp.dirname(__file__), '..', '..', 'tools', 'analysis_tools'))
 from ablate_oddetr import (  # noqa: E402
     EPOCH_INSTABILITY_RE,
     VARIANTS,

@@ -1,4 +1,4 @@
-"""tools/benchmark_accuracy.py: log parsing, mean ± spread, and the summary table."""
+"""tools/analysis_tools/benchmark_accuracy.py: log parsing, mean ± spread, and the summary table."""
 
 import os.path as osp
 import statistics
@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-sys.path.insert(0, osp.join(osp.dirname(__file__), '..', '..', 'tools'))
+sys.path.insert(0, osp.join(osp.dirname(__file__), '..', '..', 'tools', 'analysis_tools'))
 from benchmark_accuracy import evaluations, spread, summary_table  # noqa: E402
 
 METRICS = ('bbox_mAP', 'bbox_mAP_50', 'bbox_mAP_75', 'bbox_mAP_s', 'bbox_mAP_m', 'bbox_mAP_l')

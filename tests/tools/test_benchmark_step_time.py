@@ -1,4 +1,4 @@
-"""tools/benchmark_step_time.py reports step times, matching share and peak memory."""
+"""benchmark_step_time.py (tools/analysis_tools/) reports step times, matching and peak memory."""
 
 import os.path as osp
 import re
@@ -8,10 +8,11 @@ import torch
 
 from mmdet_detrdistill.testing import make_batch, run_tool
 
-sys.path.insert(0, osp.join(osp.dirname(__file__), '..', '..', 'tools'))
+sys.path.insert(0, osp.join(osp.dirname(__file__), '..', '..', 'tools', 'analysis_tools'))
 import benchmark_step_time  # noqa: E402
 
 CONFIG = 'configs/d3etr/d3etr_tiny-t_tiny-s_1xb8-synth.py'
+SCRIPT = 'tools/analysis_tools/benchmark_step_time.py'
 
 
 def _value(pattern: str, text: str) -> float:
@@ -21,7 +22,7 @@ def _value(pattern: str, text: str) -> float:
 
 
 def test_benchmark_reports_time_matching_and_memory():
-    args = ['tools/benchmark_step_time.py', CONFIG, '--size', '64', '--batch', '2', '--iters', '1']
+    args = [SCRIPT, CONFIG, '--size', '64', '--batch', '2', '--iters', '1']
     run = run_tool([*args, '--solver-threads', '3'])
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     out = run.stdout
@@ -44,7 +45,7 @@ def test_benchmark_reports_time_matching_and_memory():
 def test_several_configs_give_one_summary_row_each():
     configs = [CONFIG, 'configs/oddetr/oddetr_tiny-s_1xb8-synth.py']
     args = [
-        'tools/benchmark_step_time.py',
+        SCRIPT,
         *configs,
         '--size',
         '64',
@@ -70,7 +71,7 @@ def test_several_configs_give_one_summary_row_each():
 
 
 def test_bad_solver_threads_are_refused_before_any_work():
-    run = run_tool(['tools/benchmark_step_time.py', CONFIG, '--solver-threads', '0'])
+    run = run_tool([SCRIPT, CONFIG, '--solver-threads', '0'])
     assert run.returncode != 0
     assert '--solver-threads: solver_threads must be a positive int' in run.stderr
 
@@ -91,7 +92,7 @@ def test_a_timed_step_is_a_training_step_with_the_configs_optimizer():
 
 FAULTS_PER_STEP = """
 import resource, sys, torch
-sys.path.insert(0, 'tools')
+sys.path.insert(0, 'tools/analysis_tools')
 import benchmark_step_time as b
 if sys.argv[1] == 'keep':
     assert b.keep_freed_memory()

@@ -1,4 +1,4 @@
-"""`tools/reproduce_results.py` runs every result command of the reports in docs/, in order."""
+"""`tools/analysis_tools/reproduce_results.py` runs every command of docs/reports/, in order."""
 
 import os.path as osp
 import sys
@@ -7,7 +7,7 @@ from typing import List
 import pytest
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-sys.path.insert(0, osp.join(ROOT, 'tools'))
+sys.path.insert(0, osp.join(ROOT, 'tools', 'analysis_tools'))
 import reproduce_results as rr  # noqa: E402
 
 

@@ -8,7 +8,7 @@ so that what was measured before a time-out or a crash survives; an exception in
 recorded and the next method runs.
 
 * ``bench``: for each method of the family, the step times, matching share and peak memory of
-  ``tools/benchmark_step_time.py``, measured in this one process (on CUDA the peak is
+  ``tools/analysis_tools/benchmark_step_time.py``, measured in this one process (on CUDA the peak is
   ``torch.cuda.max_memory_allocated`` over the live tensors, as the benchmark's; on the CPU,
   the rehearsal, the rise of the RSS high-water mark with glibc's default allocator, which
   counts freed memory the allocator kept too: indicative only, unlike the benchmark's own
@@ -41,7 +41,7 @@ from typing import Dict, Iterator
 import torch
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-sys.path.insert(0, osp.join(REPO, 'tools'))
+sys.path.insert(0, osp.join(REPO, 'tools', 'analysis_tools'))  # benchmark_step_time
 
 METHODS = ('d3etr', 'detrdistill', 'oddetr')
 # family -> method -> config: the real R50 students (R101 teachers), and the tiny ones

@@ -1,16 +1,17 @@
 """Distillation components (registered in mmdet's ``MODELS``), one config entry each."""
 
+from ..common import TEACHER_QUERY_GROUP
 from .adaptive_match_kd import AdaptiveMatchKD
 from .auxiliary_query_groups import AuxiliaryQueryGroups
 from .base_component import DistillComponent
 from .contrastive_embedding_kd import ContrastiveEmbeddingKD
-from .fixed_match_kd import TEACHER_QUERY_GROUP, FixedMatchKD
+from .fixed_match_kd import FixedMatchKD
 from .hungarian_logits_kd import HungarianLogitsKD
 from .initial_query_kd import InitialQueryKD
 from .matched_pair_kd import MatchedPairKD
+from .oddetr_guided_assignment import ODDETRGuidedAssignment, TeacherGuidedAssignment
 from .query_prior_assignment import QueryPriorAssignment
 from .target_aware_feature_kd import TargetAwareFeatureKD
-from .teacher_guided_assignment import TeacherGuidedAssignment
 
 __all__ = [
     'AdaptiveMatchKD',
@@ -21,6 +22,7 @@ __all__ = [
     'HungarianLogitsKD',
     'InitialQueryKD',
     'MatchedPairKD',
+    'ODDETRGuidedAssignment',
     'QueryPriorAssignment',
     'TEACHER_QUERY_GROUP',
     'TargetAwareFeatureKD',

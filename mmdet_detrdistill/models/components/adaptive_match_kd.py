@@ -1,12 +1,14 @@
-"""Distil each decoder layer through a Hungarian matching of teacher and student predictions."""
+"""D3ETR (arXiv 2211.09768), Sec. 3, MixMatcher's Adaptive Matching; also DETRDistill's logits KD.
+
+Distil each decoder layer through a Hungarian matching of teacher and student predictions.
+"""
 
 from typing import List, Optional, Tuple
 
 from mmdet.registry import MODELS
 from mmdet.utils import ConfigType
 
-from ..detectors import OWN_GROUP
-from ..distillers.decoder_outputs import DecoderOutputs
+from ..common import OWN_GROUP, DecoderOutputs
 from .matched_pair_kd import MatchedPairKD, Pairs
 
 

@@ -1,4 +1,7 @@
-"""OD-DETR's auxiliary groups: per GT, the teacher's two least-cost queries of each stage."""
+"""OD-DETR (arXiv 2406.05791), Sec. 3.4: auxiliary query groups.
+
+Per GT, the teacher's two least-cost queries of each decoding stage join the student as a group.
+"""
 
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -10,11 +13,8 @@ from mmdet.utils import reduce_mean
 from mmengine.structures import InstanceData
 from torch import Tensor, nn
 
-from ..detectors import OWN_GROUP
-from ..distillers.decoder_outputs import DecoderOutputs
-from ..layers import QueryGroup
-from ..layers.fp32 import autocast_off
-from ..layers.head_assignment import pixel_scale, pred_instances
+from ..common import OWN_GROUP, DecoderOutputs, QueryGroup, autocast_off, pixel_scale
+from ..layers.head_assignment import pred_instances
 from .base_component import DistillComponent
 from .fixed_match_kd import check_same_query_format
 

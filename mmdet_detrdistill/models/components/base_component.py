@@ -1,13 +1,12 @@
 """What a distillation component is: one piece of knowledge transfer, one config entry."""
 
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional
 
 from mmdet.models.task_modules import BaseAssigner
 from mmdet.structures import SampleList
 from torch import Tensor, nn
 
-from ..distillers.decoder_outputs import DecoderOutputs
-from ..layers import QueryGroup
+from ..common import DecoderOutputs, QueryGroup
 from .config_keys import UNNAMED, ComponentKeys
 
 
@@ -30,7 +29,7 @@ class DistillComponent(nn.Module):
             ``{prefix}.d{layer}.{loss name}``.
     """
 
-    #: whether :meth:`gt_assigner` changes the student's GT assignment
+    #: whether :meth:`gt_assigners` changes the student's GT assignment
     overrides_gt_assignment = False
     #: the user's config keys of this component, for error messages; set by the distiller
     #: before :meth:`bind` (see :func:`build_components`)
@@ -56,11 +55,12 @@ class DistillComponent(nn.Module):
         """Extra query groups to run in the student's decoder."""
         return []
 
-    def gt_assigner(
+    def gt_assigners(
         self, teacher_out: Optional[DecoderOutputs], img_metas: List[dict]
-    ) -> Optional[Tuple[BaseAssigner, List[dict]]]:
-        """Another assigner (and the metas it reads) for the student's own
-        ground-truth losses, or None to keep the head's."""
+    ) -> Optional[List[BaseAssigner]]:
+        """The assigner of each image for the student's own ground-truth losses
+        (every decoder layer, not two-stage encoder proposals), or None to keep
+        the head's."""
         return None
 
     def loss(

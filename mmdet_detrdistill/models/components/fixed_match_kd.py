@@ -1,4 +1,7 @@
-"""Distil through the teacher's own queries run in the student's decoder (index pairs)."""
+"""D3ETR (arXiv 2211.09768), Sec. 3, MixMatcher's Fixed Matching.
+
+Distil through the teacher's own queries run in the student's decoder (index pairs).
+"""
 
 import dataclasses
 from typing import List, Optional, Tuple
@@ -8,12 +11,8 @@ from mmdet.structures import SampleList
 from mmdet.utils import ConfigType
 from torch import nn
 
-from ..detectors import OWN_GROUP
-from ..distillers.decoder_outputs import DecoderOutputs
-from ..layers import QueryGroup
+from ..common import OWN_GROUP, TEACHER_QUERY_GROUP, DecoderOutputs, QueryGroup
 from .matched_pair_kd import MatchedPairKD, Pairs
-
-TEACHER_QUERY_GROUP = 'teacher_queries'
 
 
 def check_same_query_format(student: nn.Module, teacher: nn.Module, component: nn.Module) -> None:

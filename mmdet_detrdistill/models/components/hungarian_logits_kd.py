@@ -1,4 +1,4 @@
-"""DETRDistill's progressive Hungarian-matching logits distillation."""
+"""DETRDistill (arXiv 2211.10156), Sec. 3.2: progressive Hungarian-matching logits distillation."""
 
 from mmdet.registry import MODELS
 

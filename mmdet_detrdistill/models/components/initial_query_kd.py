@@ -1,4 +1,8 @@
-"""OD-DETR's initial-query constraint, boxes weighted by how confident the teacher is."""
+"""OD-DETR (arXiv 2406.05791), the initial-query constraint (the second of its three parts).
+
+The teacher's initial queries run in the student; their boxes are weighted by how confident
+the teacher is.
+"""
 
 import dataclasses
 from typing import Dict, List, Optional, Tuple
@@ -9,10 +13,7 @@ from mmdet.structures.bbox import bbox_cxcywh_to_xyxy
 from mmdet.utils import ConfigType
 from torch import Tensor, nn
 
-from ..detectors import OWN_GROUP
-from ..distillers.decoder_outputs import DecoderOutputs
-from ..distillers.pairs import gather_queries
-from ..layers.head_assignment import pixel_scale
+from ..common import OWN_GROUP, DecoderOutputs, gather_queries, pixel_scale
 from .fixed_match_kd import FixedMatchKD
 from .matched_pair_kd import Pairs
 
@@ -21,7 +22,7 @@ BOX_WEIGHTINGS = ('uniform', 'teacher_confidence')
 # smaller box weights than D3ETR's fixed matching (L1 5, GIoU 2): between a model and its own
 # EMA, those collapsed the tiny student (see ODDETRDistiller)
 INITIAL_QUERY_LOSSES = dict(
-    loss_cls=dict(type='SoftBCEDistillLoss', loss_weight=1.0),
+    loss_cls=dict(type='BinaryKLDistillLoss', loss_weight=1.0),
     loss_bbox=dict(type='L1Loss', loss_weight=1.0),
     loss_iou=dict(type='GIoULoss', loss_weight=0.5),
 )
@@ -71,7 +72,7 @@ class InitialQueryKD(FixedMatchKD):
         prefix (str): Loss-key prefix. Defaults to ``'oddetr.init_query'``.
         matcher (dict): Matcher config, for ``layer_pairs``/``fixed_match``.
             Defaults to ``MixMatcher``.
-        losses (dict, optional): Merged over ``loss_cls`` SoftBCE 1,
+        losses (dict, optional): Merged over ``loss_cls`` binary KL 1,
             ``loss_bbox`` L1 1, ``loss_iou`` GIoU 0.5; ``None`` switches one
             off. Defaults to None.
         box_weighting (str): ``'teacher_confidence'`` or ``'uniform'``.

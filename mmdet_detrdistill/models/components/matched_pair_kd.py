@@ -1,4 +1,7 @@
-"""What D3ETR's two matchings share: pairs of queries per decoder layer, distilled."""
+"""D3ETR (arXiv 2211.09768), Sec. 3: what MixMatcher's two matchings share.
+
+Pairs of student and teacher queries per decoder layer, distilled.
+"""
 
 from typing import Dict, List, Optional, Tuple
 
@@ -7,7 +10,7 @@ from mmdet.structures import SampleList
 from mmdet.utils import ConfigType
 from torch import Tensor
 
-from ..distillers.decoder_outputs import DecoderOutputs
+from ..common import DecoderOutputs
 from .base_component import DistillComponent
 from .pair_losses import ALL_PAIR_LOSSES, build_pair_losses, pair_losses, uses_attention
 

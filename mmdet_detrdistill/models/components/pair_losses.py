@@ -1,4 +1,8 @@
-"""Losses between paired student and teacher queries of one decoder layer."""
+"""D3ETR (arXiv 2211.09768), Sec. 3: the distilled knowledge, predictions and attention maps.
+
+Losses between paired student and teacher queries of one decoder layer (also used by
+DETRDistill's logits KD and OD-DETR's initial-query constraint).
+"""
 
 from typing import Dict, List, Optional, Tuple
 
@@ -6,14 +10,11 @@ from mmdet.registry import MODELS
 from mmdet.structures.bbox import bbox_cxcywh_to_xyxy
 from torch import Tensor, nn
 
-from ..detectors import OWN_GROUP
-from ..distillers.decoder_outputs import DecoderOutputs
-from ..distillers.pairs import gather_queries, gather_square
-from ..layers.head_assignment import pixel_scale
+from ..common import OWN_GROUP, DecoderOutputs, gather_queries, gather_square, pixel_scale
 from ..losses.attention_map_distill_loss import REF_CROSS_ATTN_KEYS, REF_SELF_ATTN_KEYS
 
 PREDICTION_LOSSES = dict(
-    loss_cls=dict(type='SoftBCEDistillLoss', loss_weight=1.0),
+    loss_cls=dict(type='BinaryKLDistillLoss', loss_weight=1.0),
     loss_bbox=dict(type='L1Loss', loss_weight=5.0),
     loss_iou=dict(type='GIoULoss', loss_weight=2.0),
 )

@@ -7,14 +7,12 @@ from mmdet.structures import SampleList
 from mmdet.utils import ConfigType
 from torch import Tensor, nn
 
-from ..detectors import OWN_GROUP
-from ..distillers.decoder_outputs import DecoderOutputs
-from ..layers import QueryGroup
-from ..layers.fp32 import autocast_off
-from ..layers.head_assignment import assigner_swapped, pred_instances
-from ..task_modules import TEACHER_PREDS_KEY, MixMatcher, TeacherAssistedAssigner
+from ..common import OWN_GROUP, TEACHER_QUERY_GROUP, DecoderOutputs, QueryGroup, autocast_off
+from ..layers.head_assignment import pred_instances
+from ..layers.head_losses import LOSS_NAMES, layer_losses
+from ..task_modules import BoundTeacherAssigner, MixMatcher, QueryPriorAssigner
 from .base_component import DistillComponent
-from .fixed_match_kd import TEACHER_QUERY_GROUP, check_same_query_format, teacher_query_group
+from .fixed_match_kd import check_same_query_format, teacher_query_group
 
 
 @MODELS.register_module()
@@ -26,12 +24,13 @@ class QueryPriorAssignment(DistillComponent):
     with D3ETR's fixed matching when both are on). In every student layer l,
     the group is supervised with the ground truth by the student head's own
     losses, but under the *teacher's* Hungarian assignment of its layer t(l)
-    (:class:`TeacherAssistedAssigner`, no new matching): query i learns the
+    (:class:`QueryPriorAssigner`, given the teacher's predictions of that
+    layer as an argument; no new matching): query i learns the
     object teacher query i found. Training only.
 
     Args:
         prefix (str): Loss-key prefix. Defaults to ``'detrdistill.query_prior'``.
-        assigner (dict, optional): ``TeacherAssistedAssigner`` config. Defaults
+        assigner (dict, optional): ``QueryPriorAssigner`` config. Defaults
             to None: the teacher head's own assigner, wrapped.
         loss_weight (float): Multiplies the head's losses (Deformable DETR's
             head: focal 2, L1 5, GIoU 2, the paper's weights). Defaults to 1.0.
@@ -50,8 +49,8 @@ class QueryPriorAssignment(DistillComponent):
     def bind(self, student: nn.Module, teacher: nn.Module) -> None:
         check_same_query_format(student, teacher, self)
         super().bind(student, teacher)
-        self.assigner: Union[TeacherAssistedAssigner, object] = (
-            TeacherAssistedAssigner(teacher.bbox_head.assigner)
+        self.assigner: Union[QueryPriorAssigner, object] = (
+            QueryPriorAssigner(teacher.bbox_head.assigner)
             if self.assigner_cfg is None
             else TASK_UTILS.build(self.assigner_cfg)
         )
@@ -78,12 +77,12 @@ class QueryPriorAssignment(DistillComponent):
             teacher_preds = pred_instances(
                 t_cls[t_l].detach().float(), t_box[t_l].detach().float(), img_metas
             )
-            metas = [{**m, TEACHER_PREDS_KEY: p} for m, p in zip(img_metas, teacher_preds)]
-            with assigner_swapped(head, self.assigner), autocast_off(s_cls):
-                losses = head.loss_by_feat_single(
-                    s_cls[s_l].float(), s_box[s_l].float(), gt_instances, metas
+            assigners = [BoundTeacherAssigner(self.assigner, p) for p in teacher_preds]
+            with autocast_off(s_cls):
+                losses = layer_losses(
+                    head, s_cls[s_l].float(), s_box[s_l].float(), gt_instances, img_metas, assigners
                 )
-            for name, value in zip(('loss_cls', 'loss_bbox', 'loss_iou'), losses):
+            for name, value in zip(LOSS_NAMES, losses):
                 out[f'{self.prefix}.d{s_l}.{name}'] = self.loss_weight * value
         return out
 

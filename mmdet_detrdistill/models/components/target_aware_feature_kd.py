@@ -1,4 +1,4 @@
-"""DETRDistill's target-aware feature distillation on the neck features."""
+"""DETRDistill (arXiv 2211.10156), Sec. 3.3: target-aware feature distillation on the neck."""
 
 from typing import Dict, List, Optional, Sequence
 
@@ -9,9 +9,7 @@ from mmdet.structures import SampleList
 from mmdet.structures.bbox import bbox_cxcywh_to_xyxy, bbox_overlaps
 from torch import Tensor, nn
 
-from ..detectors import OWN_GROUP
-from ..distillers.decoder_outputs import DecoderOutputs
-from ..layers.head_assignment import pixel_scale
+from ..common import OWN_GROUP, DecoderOutputs, pixel_scale
 from .base_component import DistillComponent
 
 

@@ -5,10 +5,11 @@ from typing import Dict
 
 from mmengine.config import ConfigDict
 
+from ..common import OWN_GROUP
 from .group_conditional_detr import GroupConditionalDETR
 from .group_dab_detr import GroupDABDETR
 from .group_deformable_detr import GroupDeformableDETR
-from .query_group_mixin import OWN_GROUP, QueryGroupMixin
+from .query_group_mixin import QueryGroupMixin
 
 # mmdet detector type -> our subclass with query groups (same parameters).
 GROUP_DETECTORS: Dict[str, str] = {

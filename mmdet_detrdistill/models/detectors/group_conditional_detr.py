@@ -7,13 +7,13 @@ from mmdet.models.layers import DetrTransformerEncoder, SinePositionalEncoding
 from mmdet.registry import MODELS
 from torch import Tensor, nn
 
+from ..common import OWN_GROUP, QueryGroup, gather_queries
 from ..layers import (
+    FoldedGroupLayout,
     GroupConditionalDetrTransformerDecoder,
-    QueryGroup,
     concat_groups,
-    take_queries,
 )
-from .query_group_mixin import OWN_GROUP, QueryGroupMixin
+from .query_group_mixin import QueryGroupMixin
 
 
 @MODELS.register_module()
@@ -26,8 +26,9 @@ class GroupConditionalDETR(QueryGroupMixin, ConditionalDETR):
     """
 
     def _init_layers(self) -> None:
-        """Build layers as mmdet's ``ConditionalDETR._init_layers`` does (same
-        order, so the same seed gives the same init), with the group decoder."""
+        """Build layers as mmdet 3.3.0's ``ConditionalDETR._init_layers`` does
+        (copied, same order, so the same seed gives the same init), with the
+        group decoder."""
         self.positional_encoding = SinePositionalEncoding(**self.positional_encoding)
         self.encoder = DetrTransformerEncoder(**self.encoder)
         self.decoder = GroupConditionalDetrTransformerDecoder(**self.decoder)
@@ -48,8 +49,10 @@ class GroupConditionalDETR(QueryGroupMixin, ConditionalDETR):
         memory_mask: Tensor,
         memory_pos: Tensor,
         self_attn_mask: Optional[Tensor] = None,
+        group_layout: Optional[FoldedGroupLayout] = None,
     ) -> Dict:
-        """mmdet's ``forward_decoder`` plus an optional group mask."""
+        """mmdet's ``forward_decoder`` plus an optional group mask or folded
+        group layout (see :meth:`forward_transformer_with_groups`)."""
         hidden_states, references = self.decoder(
             query=query,
             key=memory,
@@ -57,6 +60,7 @@ class GroupConditionalDETR(QueryGroupMixin, ConditionalDETR):
             key_pos=memory_pos,
             key_padding_mask=memory_mask,
             self_attn_mask=self_attn_mask,
+            group_layout=group_layout,
         )
         return dict(hidden_states=hidden_states, references=references)
 
@@ -82,7 +86,7 @@ class GroupConditionalDETR(QueryGroupMixin, ConditionalDETR):
     ) -> QueryGroup:
         """Stage embedding as content, the query's learned positional query
         (Conditional DETR derives its reference point from it)."""
-        return QueryGroup(name, take_queries(hidden, idx), take_queries(own.query_pos, idx))
+        return QueryGroup(name, gather_queries(hidden, idx), gather_queries(own.query_pos, idx))
 
     def decoder_attention_modules(self) -> Dict[str, List[nn.Module]]:
         """The ``ConditionalAttention`` modules of each decoder layer."""

@@ -3,12 +3,18 @@
 from typing import Dict, List, Optional, Tuple
 
 from mmdet.models.detectors import DABDETR
+from mmdet.models.layers import DABDetrTransformerEncoder, SinePositionalEncoding
 from mmdet.models.layers.transformer import inverse_sigmoid
 from mmdet.registry import MODELS
 from torch import Tensor, nn
 
-from ..layers import QueryGroup, concat_groups, take_queries
-from .query_group_mixin import OWN_GROUP, QueryGroupMixin
+from ..common import OWN_GROUP, QueryGroup, gather_queries
+from ..layers import (
+    FoldedGroupLayout,
+    GroupDABDetrTransformerDecoder,
+    concat_groups,
+)
+from .query_group_mixin import QueryGroupMixin
 
 
 @MODELS.register_module()
@@ -19,9 +25,28 @@ class GroupDABDETR(QueryGroupMixin, DABDETR):
     embeddings) plus a 4-D anchor box in inverse-sigmoid space, stored as the
     group's ``reference`` (mmdet passes anchors to the decoder as
     ``query_pos``). mmdet's DAB decoder forwards extra keywords to its layers,
-    whose self-attention mask keyword is ``self_attn_masks``; so only
-    ``forward_decoder`` changes, and parameters are mmdet's.
+    whose self-attention mask keyword is ``self_attn_masks``; the decoder is
+    :class:`GroupDABDetrTransformerDecoder` (layers that also take a folded
+    group layout), with mmdet's parameters and names.
     """
+
+    def _init_layers(self) -> None:
+        """Build layers as mmdet 3.3.0's ``DABDETR._init_layers`` does (copied,
+        same order, so the same seed gives the same init), with the group decoder."""
+        self.positional_encoding = SinePositionalEncoding(**self.positional_encoding)
+        self.encoder = DABDetrTransformerEncoder(**self.encoder)
+        self.decoder = GroupDABDetrTransformerDecoder(**self.decoder)
+        self.embed_dims = self.encoder.embed_dims
+        self.query_dim = self.decoder.query_dim
+        self.query_embedding = nn.Embedding(self.num_queries, self.query_dim)
+        if self.num_patterns > 0:
+            self.patterns = nn.Embedding(self.num_patterns, self.embed_dims)
+        num_feats = self.positional_encoding.num_feats
+        if num_feats * 2 != self.embed_dims:
+            raise ValueError(
+                f'positional_encoding.num_feats ({num_feats}) must be half of embed_dims '
+                f'({self.embed_dims})'
+            )
 
     def forward_decoder(
         self,
@@ -31,9 +56,13 @@ class GroupDABDETR(QueryGroupMixin, DABDETR):
         memory_mask: Tensor,
         memory_pos: Tensor,
         self_attn_mask: Optional[Tensor] = None,
+        group_layout: Optional[FoldedGroupLayout] = None,
     ) -> Dict:
-        """mmdet's ``forward_decoder`` plus an optional group mask."""
+        """mmdet's ``forward_decoder`` plus an optional group mask or folded
+        group layout (see :meth:`forward_transformer_with_groups`)."""
         extra = {} if self_attn_mask is None else dict(self_attn_masks=self_attn_mask)
+        if group_layout is not None:
+            extra['group_layout'] = group_layout
         hidden_states, references = self.decoder(
             query=query,
             key=memory,
@@ -70,8 +99,8 @@ class GroupDABDETR(QueryGroupMixin, DABDETR):
     ) -> QueryGroup:
         """Stage embedding as content, the stage's predicted box as the anchor
         (inverse sigmoid, as DAB-DETR's next layer would take it)."""
-        anchors = inverse_sigmoid(take_queries(boxes, idx)[..., : self.query_dim])
-        return QueryGroup(name, take_queries(hidden, idx), reference=anchors)
+        anchors = inverse_sigmoid(gather_queries(boxes, idx)[..., : self.query_dim])
+        return QueryGroup(name, gather_queries(hidden, idx), reference=anchors)
 
     def decoder_attention_modules(self) -> Dict[str, List[nn.Module]]:
         """The ``ConditionalAttention`` modules of each decoder layer."""

@@ -4,11 +4,17 @@ from typing import Dict, List, Optional, Tuple
 
 import torch
 from mmdet.models.detectors import DeformableDETR
+from mmdet.models.layers import DeformableDetrTransformerEncoder, SinePositionalEncoding
 from mmdet.registry import MODELS
 from torch import Tensor, nn
 
-from ..layers import QueryGroup, concat_groups, take_queries
-from .query_group_mixin import OWN_GROUP, QueryGroupMixin
+from ..common import OWN_GROUP, QueryGroup, gather_queries
+from ..layers import (
+    FoldedGroupLayout,
+    GroupDeformableDetrTransformerDecoder,
+    concat_groups,
+)
+from .query_group_mixin import QueryGroupMixin
 
 
 @MODELS.register_module()
@@ -20,9 +26,35 @@ class GroupDeformableDETR(QueryGroupMixin, DeformableDETR):
     model (with or without box refinement), (bs, n, 4) boxes for the
     two-stage model, whose queries are per-image encoder proposals. mmdet's
     decoder forwards extra keywords to its layers (keyword
-    ``self_attn_mask``); so only ``forward_decoder`` changes, and parameters
-    are mmdet's.
+    ``self_attn_mask``); the decoder is
+    :class:`GroupDeformableDetrTransformerDecoder` (layers that also take a
+    folded group layout), with mmdet's parameters and names.
     """
+
+    def _init_layers(self) -> None:
+        """Build layers as mmdet 3.3.0's ``DeformableDETR._init_layers`` does
+        (copied, same order, so the same seed gives the same init), with the
+        group decoder."""
+        self.positional_encoding = SinePositionalEncoding(**self.positional_encoding)
+        self.encoder = DeformableDetrTransformerEncoder(**self.encoder)
+        self.decoder = GroupDeformableDetrTransformerDecoder(**self.decoder)
+        self.embed_dims = self.encoder.embed_dims
+        if not self.as_two_stage:  # split into query and query_pos in pre_decoder
+            self.query_embedding = nn.Embedding(self.num_queries, self.embed_dims * 2)
+        num_feats = self.positional_encoding.num_feats
+        if num_feats * 2 != self.embed_dims:
+            raise ValueError(
+                f'positional_encoding.num_feats ({num_feats}) must be half of embed_dims '
+                f'({self.embed_dims})'
+            )
+        self.level_embed = nn.Parameter(torch.Tensor(self.num_feature_levels, self.embed_dims))
+        if self.as_two_stage:
+            self.memory_trans_fc = nn.Linear(self.embed_dims, self.embed_dims)
+            self.memory_trans_norm = nn.LayerNorm(self.embed_dims)
+            self.pos_trans_fc = nn.Linear(self.embed_dims * 2, self.embed_dims * 2)
+            self.pos_trans_norm = nn.LayerNorm(self.embed_dims * 2)
+        else:
+            self.reference_points_fc = nn.Linear(self.embed_dims, 2)
 
     def forward_decoder(
         self,
@@ -35,9 +67,13 @@ class GroupDeformableDETR(QueryGroupMixin, DeformableDETR):
         level_start_index: Tensor,
         valid_ratios: Tensor,
         self_attn_mask: Optional[Tensor] = None,
+        group_layout: Optional[FoldedGroupLayout] = None,
     ) -> Dict:
-        """mmdet's ``forward_decoder`` plus an optional group mask."""
+        """mmdet's ``forward_decoder`` plus an optional group mask or folded
+        group layout (see :meth:`forward_transformer_with_groups`)."""
         extra = {} if self_attn_mask is None else dict(self_attn_mask=self_attn_mask)
+        if group_layout is not None:
+            extra['group_layout'] = group_layout
         inter_states, inter_references = self.decoder(
             query=query,
             value=memory,
@@ -93,9 +129,9 @@ class GroupDeformableDETR(QueryGroupMixin, DeformableDETR):
         """Stage embedding as content, the query's positional query, and the
         stage's predicted box as reference: its centre (one-stage) or the
         whole box (two-stage), in sigmoid space."""
-        reference = take_queries(boxes, idx)[..., : self.reference_dim]
+        reference = gather_queries(boxes, idx)[..., : self.reference_dim]
         return QueryGroup(
-            name, take_queries(hidden, idx), take_queries(own.query_pos, idx), reference
+            name, gather_queries(hidden, idx), gather_queries(own.query_pos, idx), reference
         )
 
     def proposal_query_group(self, name: str, proposals: Tensor) -> QueryGroup:

@@ -1,21 +1,18 @@
 """Run extra query groups through a DETR decoder in the same pass as its own."""
 
-from contextlib import nullcontext
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from mmdet.structures import OptSampleList
 from torch import Tensor, nn
 
+from ..common import QueryGroup
 from ..layers import (
-    FoldedGroupSelfAttention,
-    QueryGroup,
+    FoldedGroupLayout,
     build_group_self_attn_mask,
     build_padded_group_self_attn_mask,
     can_fold,
     group_slices,
 )
-
-OWN_GROUP = 'own'
 
 
 class QueryGroupMixin:
@@ -29,14 +26,19 @@ class QueryGroupMixin:
     Inference (``predict``/``_forward``) is untouched and runs the own group
     alone, exactly as the mmdet parent class does.
 
-    Attributes:
+    Args:
+        *args, **kwargs: The mmdet detector's arguments.
         fold_group_self_attention (bool): Run the self-attention of equal-size,
             unpadded groups folded into the batch axis instead of under a
             block-diagonal mask (same outputs, less work; see
-            :class:`FoldedGroupSelfAttention`). Defaults to True.
+            :mod:`..layers.folded_self_attention`). A student config option:
+            ``model.student.fold_group_self_attention=False`` runs the mask.
+            Defaults to True.
     """
 
-    fold_group_self_attention = True
+    def __init__(self, *args: Any, fold_group_self_attention: bool = True, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fold_group_self_attention = fold_group_self_attention
 
     def forward_transformer_with_groups(
         self,
@@ -51,11 +53,13 @@ class QueryGroupMixin:
         (copied: it has no hook between ``pre_decoder`` and the decoder).
 
         How the groups are kept apart in self-attention (same outputs, see
-        :mod:`..layers.folded_self_attention`): all groups equal and unpadded
-        are folded into the batch axis; equal leading groups followed by
-        others (``fold_with_tail``) are folded, and the others run in a second
-        call under their own mask; otherwise one call runs under the
-        block-diagonal mask of all groups.
+        :mod:`..layers.folded_self_attention`), passed to ``forward_decoder``
+        as an argument: all groups equal and unpadded are folded into the
+        batch axis; equal leading groups followed by others
+        (``fold_with_tail``) are folded, and the others run in a second call
+        under their own mask (``group_layout``, a :class:`FoldedGroupLayout`);
+        otherwise one call runs under the block-diagonal mask of all groups
+        (``self_attn_mask``).
 
         Args:
             fold_with_tail (bool): Allow the folded-head-plus-tail layout. Off
@@ -76,23 +80,35 @@ class QueryGroupMixin:
         own = self.own_query_group(decoder_inputs)
         all_groups = [own] + list(groups)
         slices = group_slices([g.name for g in all_groups], [g.num_queries for g in all_groups])
-        folding = nullcontext()
         if groups:
             decoder_inputs = self.merge_query_groups(decoder_inputs, all_groups)
-            folded = self.num_folded_groups(all_groups)
-            if folded and (folded == len(all_groups) or fold_with_tail):
-                tail = all_groups[folded:]
-                folding = FoldedGroupSelfAttention(
-                    self.decoder_attention_modules()['self'],
-                    folded,
-                    tail_queries=sum(g.num_queries for g in tail),
-                    tail_mask=self.group_self_attn_mask(tail) if tail else None,
-                )
+            layout = self.folded_group_layout(all_groups, fold_with_tail)
+            if layout is not None:
+                decoder_inputs['group_layout'] = layout
             else:
                 decoder_inputs['self_attn_mask'] = self.group_self_attn_mask(all_groups)
-        with folding:
-            head_inputs.update(self.forward_decoder(**decoder_inputs))
+        head_inputs.update(self.forward_decoder(**decoder_inputs))
         return head_inputs, slices, own
+
+    def folded_group_layout(
+        self, groups: Sequence[QueryGroup], with_tail: bool = True
+    ) -> Optional[FoldedGroupLayout]:
+        """The folded layout of ``groups`` (own group first), or None to mask.
+
+        Args:
+            groups (Sequence[QueryGroup]): All groups, in query-axis order.
+            with_tail (bool): Allow groups after the folded ones (a tail run
+                under its own mask). Defaults to True.
+        """
+        folded = self.num_folded_groups(groups)
+        if not folded or (folded < len(groups) and not with_tail):
+            return None
+        tail = groups[folded:]
+        return FoldedGroupLayout(
+            folded,
+            tail_queries=sum(g.num_queries for g in tail),
+            tail_mask=self.group_self_attn_mask(tail) if tail else None,
+        )
 
     def group_self_attn_mask(self, groups: Sequence[QueryGroup]) -> Optional[Tensor]:
         """The self-attention mask that keeps ``groups`` apart: per image when

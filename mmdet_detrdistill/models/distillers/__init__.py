@@ -3,7 +3,6 @@
 from .base_distiller import DETRDistillerBase
 from .configurable_distiller import ConfigurableDistiller
 from .d3etr_distiller import D3ETRDistiller
-from .decoder_outputs import DecoderOutputs
 from .detrdistill_distiller import DETRDistillDistiller
 from .oddetr_distiller import ODDETRDistiller
 
@@ -12,6 +11,5 @@ __all__ = [
     'D3ETRDistiller',
     'DETRDistillDistiller',
     'DETRDistillerBase',
-    'DecoderOutputs',
     'ODDETRDistiller',
 ]

@@ -13,13 +13,13 @@ from torch import Tensor, nn
 
 from ...utils.checkpoint import load_weights_strictly
 from ...utils.finite import check_finite_loss, check_finite_weights
+from ..common import OWN_GROUP, DecoderOutputs, QueryGroup
 from ..components.config_keys import ComponentKeys
-from ..detectors import OWN_GROUP, QueryGroupMixin, to_group_detector_cfg
-from ..layers import AttentionRecorder, QueryGroup
-from ..layers.head_assignment import DecoderLayersAssigner, assigner_swapped
+from ..detectors import QueryGroupMixin, to_group_detector_cfg
+from ..layers import AttentionRecorder
+from ..layers.head_losses import head_gt_losses
 from ..task_modules import RecordingAssigner, layer_match_instability
-from .components_builder import build_components, merge_query_groups
-from .decoder_outputs import DecoderOutputs
+from .components_builder import build_components, unique_query_groups
 from .teacher_config import check_same_classes, check_same_preprocessing, load_teacher_model_cfg
 from .warm_start import reapply_pretrained, remap_plain_student_state
 
@@ -51,6 +51,40 @@ class DETRDistillerBase(BaseDetector):
     decoder and adds its losses. Method presets (D3ETR, DETRDistill, OD-DETR)
     fill ``components`` from their own arguments; ``ConfigurableDistiller``
     takes them as written, to mix methods.
+
+    One training step (:meth:`loss`); every arrow is an argument or a return
+    value, nothing travels in ``img_meta`` or hooks::
+
+        images, data samples
+          |
+          +--> teacher (eval, no grad) ----------------------> teacher_out: DecoderOutputs
+          |      decoder_outputs(teacher, groups=())             (per-layer logits, boxes,
+          |                                                       own queries, attention maps
+          |                                                       if a component asks)
+          |                                                             |
+          |    extra_query_groups(teacher_out)  <------------------------+
+          |      each component's query_groups(), deduplicated          |
+          |      e.g. 'teacher_queries' (D3ETR fixed / DETRDistill      |
+          |      query prior), 'aux0..' (OD-DETR), 'init_queries'       |
+          |              | groups: list[QueryGroup]                     |
+          v              v                                              |
+        student: decoder_outputs(student, groups) --> student_out       |
+          decoder queries  [ own | group 1 | ... ]  isolated from       |
+          each other (mask, or folded into the batch axis by the        |
+          group decoder layers: FoldedGroupLayout)                      |
+                         |                                              |
+                         +--> student_gt_loss(student_out, teacher_out) |
+                         |      mmdet's head losses on 'own' only, per  |
+                         |      layer; image b assigned by assigners[b] |
+                         |      (a component may give them: OD-DETR's   |
+                         |      guided assignment) -> loss_cls, d0.* ...|
+                         |                                              |
+                         +--> component.loss(student_out, teacher_out) <+
+                                -> 'd3etr.adaptive.d0.loss_cls', ...
+
+    The teacher and student outputs share one type (:class:`DecoderOutputs`,
+    ``models/common``); a component reads groups by name
+    (``outputs.group('teacher_queries')``).
 
     Args:
         student (dict): mmdet detector config of the student.
@@ -237,7 +271,12 @@ class DETRDistillerBase(BaseDetector):
         groups: Sequence[QueryGroup],
         record_attention: bool,
     ) -> DecoderOutputs:
-        """Run ``model`` with ``groups``; return its per-layer predictions."""
+        """Run ``model`` with ``groups``; return its per-layer predictions.
+
+        With ``record_attention``, the :class:`AttentionRecorder` (observation
+        only) keeps one map per layer, so a layout with a tail runs under one
+        mask instead (``fold_with_tail=False``): all groups folded or none.
+        """
         feats = model.extract_feat(batch_inputs)
         recorder = AttentionRecorder(model.decoder_attention_modules())
         with recorder if record_attention else nullcontext():
@@ -262,44 +301,47 @@ class DETRDistillerBase(BaseDetector):
     ) -> Dict[str, Tensor]:
         """The student's own mmdet losses, on its own query group only.
 
-        A component may change the assignment (OD-DETR's teacher-guided
-        assignment, :meth:`DistillComponent.gt_assigner`); the head's losses
-        are otherwise mmdet's. Deformable DETR's head also takes the encoder
-        proposals' outputs (``None`` unless two-stage and training). With
-        ``log_match_instability``, ``layer_match_instability`` (not a loss) is
-        the fraction of GT boxes whose matched query changes between
-        consecutive decoder layers (not OD-DETR's instability, which is across
-        epochs: :class:`MatchInstabilityHook`).
+        A component may give the assigner of each image for every decoder
+        layer (OD-DETR's teacher-guided assignment,
+        :meth:`DistillComponent.gt_assigners`); otherwise it is the head's.
+        Two-stage encoder proposals (Deformable DETR, training) always use the
+        head's own assigner. The losses, their keys and their order are
+        mmdet's (:func:`head_gt_losses`). With ``log_match_instability``,
+        ``layer_match_instability`` (not a loss) is the fraction of GT boxes
+        whose matched query changes between consecutive decoder layers (not
+        OD-DETR's instability, which is across epochs:
+        :class:`MatchInstabilityHook`).
         """
         cls_scores, bbox_preds = outputs.group(OWN_GROUP)
         head = self.student.bbox_head
         metas = [s.metainfo for s in batch_data_samples]
         num_layers, bs = cls_scores.shape[:2]
-        assigner = head.assigner
+        image_assigners = [head.assigner] * bs
         for component in self.components.values():
-            override = component.gt_assigner(teacher_out, metas)
-            if override is not None:  # decoder queries only, not two-stage proposals
-                assigner = DecoderLayersAssigner(override[0], num_layers * bs, head.assigner)
-                metas = override[1]
-        recorder = RecordingAssigner(assigner) if self.log_match_instability else assigner
-        extra = {}
+            override = component.gt_assigners(teacher_out, metas)
+            if override is not None:
+                image_assigners = override
+        layer_assigners = [list(image_assigners) for _ in range(num_layers)]
+        if self.log_match_instability:
+            layer_assigners = [[RecordingAssigner(a) for a in layer] for layer in layer_assigners]
+        enc = dict(enc_cls_scores=None, enc_bbox_preds=None)
         if self._head_takes_encoder_outputs:
-            extra = dict(
+            enc = dict(
                 enc_cls_scores=outputs.head_inputs.get('enc_outputs_class'),
                 enc_bbox_preds=outputs.head_inputs.get('enc_outputs_coord'),
             )
-        with assigner_swapped(head, recorder):
-            losses = head.loss_by_feat(
-                cls_scores,
-                bbox_preds,
-                batch_gt_instances=[s.gt_instances for s in batch_data_samples],
-                batch_img_metas=metas,
-                **extra,
-            )
+        losses = head_gt_losses(
+            head,
+            cls_scores,
+            bbox_preds,
+            [s.gt_instances for s in batch_data_samples],
+            metas,
+            layer_assigners,
+            **enc,
+        )
         if self.log_match_instability:
-            losses['layer_match_instability'] = layer_match_instability(
-                recorder.results, num_layers, bs
-            )
+            results = [r for layer in layer_assigners for rec in layer for r in rec.results]
+            losses['layer_match_instability'] = layer_match_instability(results, num_layers, bs)
         return losses
 
     # -- what the components define --
@@ -311,6 +353,6 @@ class DETRDistillerBase(BaseDetector):
         self, teacher_out: DecoderOutputs, batch_data_samples: SampleList
     ) -> List[QueryGroup]:
         """Query groups the components run in the student's decoder next to its own."""
-        return merge_query_groups(
+        return unique_query_groups(
             c.query_groups(teacher_out, batch_data_samples) for c in self.components.values()
         )

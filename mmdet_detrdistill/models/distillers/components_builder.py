@@ -6,8 +6,8 @@ from mmdet.registry import MODELS
 from mmdet.utils import OptConfigType
 from torch import nn
 
+from ..common import QueryGroup
 from ..components.config_keys import ComponentKeys
-from ..layers import QueryGroup
 
 
 def build_components(
@@ -53,19 +53,22 @@ def build_components(
     return components
 
 
-def merge_query_groups(requests: Iterable[List[QueryGroup]]) -> List[QueryGroup]:
-    """One list of groups; components asking for the same group share it.
+def unique_query_groups(requests: Iterable[List[QueryGroup]]) -> List[QueryGroup]:
+    """The groups the components ask for, each once; components asking for the same group share it.
+
+    (Not the detectors' ``merge_query_groups``, which concatenates groups into
+    decoder inputs.)
 
     Two requests with the same name must be the very same queries (e.g.
     D3ETR's fixed matching and DETRDistill's query prior both use the
     teacher's queries): the group then runs once.
     """
-    merged: Dict[str, QueryGroup] = {}
+    unique: Dict[str, QueryGroup] = {}
     for groups in requests:
         for group in groups:
-            seen = merged.get(group.name)
+            seen = unique.get(group.name)
             if seen is None:
-                merged[group.name] = group
+                unique[group.name] = group
             elif seen.query is not group.query:
                 raise ValueError(f'two components add different query groups named {group.name!r}')
-    return list(merged.values())
+    return list(unique.values())

@@ -24,7 +24,7 @@ class D3ETRDistiller(DETRDistillerBase):
       the student's own by the self-attention mask) and query i is paired
       with teacher query i.
 
-    For the pairs of each kind: class scores (:class:`SoftBCEDistillLoss`),
+    For the pairs of each kind: class scores (:class:`BinaryKLDistillLoss`),
     boxes (L1 on normalised cxcywh, GIoU on pixel xyxy, both averaged over
     pairs), self-attention among matched queries and their cross-attention
     to the memory (:class:`AttentionMapDistillLoss`), both reordered by the

@@ -8,15 +8,12 @@ from mmdet.structures import SampleList
 from mmdet.utils import ConfigType, OptMultiConfig
 from torch import Tensor, nn
 
+from ..common import OWN_GROUP, STUDENT_QUERY_GROUP, DecoderOutputs, QueryGroup
 from ..components.config_keys import preset_keys
-from ..components.teacher_guided_assignment import STUDENT_QUERY_GROUP
-from ..detectors import OWN_GROUP
-from ..layers import QueryGroup
 from .base_distiller import DETRDistillerBase
-from .decoder_outputs import DecoderOutputs
 
 ODDETR_COMPONENTS = dict(
-    guided=dict(type='TeacherGuidedAssignment', prefix='oddetr.guided'),
+    guided=dict(type='ODDETRGuidedAssignment', prefix='oddetr.guided'),
     # class scores only: see the class docstring
     init_query=dict(
         type='InitialQueryKD',
@@ -46,7 +43,7 @@ class ODDETRDistiller(DETRDistillerBase):
 
     Components (each merged over its defaults; ``None`` switches it off):
 
-    * ``guided_assignment`` (:class:`TeacherGuidedAssignment`): the
+    * ``guided_assignment`` (:class:`ODDETRGuidedAssignment`): the
       student's own queries are assigned on a mix of its and the teacher's
       match costs, query i with query i. On two-stage Deformable DETR, where
       each model's queries are its own top-k encoder proposals, the teacher
@@ -60,7 +57,7 @@ class ODDETRDistiller(DETRDistillerBase):
       model and its own EMA the only difference early on is dropout, and
       the student minimises L1/GIoU to a dropout-free copy of itself by
       saturating its box sigmoids (measured on the embedded default,
-      ``tools/ablate_oddetr.py``: the student's GT box loss was 6.2 at
+      ``tools/analysis_tools/ablate_oddetr.py``: the student's GT box loss was 6.2 at
       iteration 100 against 1.5 alone, and AP fell to 0; soft-label BCE,
       a proper scoring rule, does not collapse). Box terms weighted by the
       teacher's confidence: ``init_query=dict(losses=None)``;

@@ -1,30 +1,51 @@
 """Layers: query groups, their attention masks or folding, and attention recording."""
 
 from .attention_recorder import AttentionRecorder
-from .folded_self_attention import FoldedGroupSelfAttention, can_fold, fold_groups, unfold_groups
-from .group_conditional_detr_decoder import GroupConditionalDetrTransformerDecoder
+from .folded_self_attention import (
+    FoldedGroupLayout,
+    GroupSelfAttentionMixin,
+    can_fold,
+    fold_groups,
+    folded_self_attention,
+    unfold_groups,
+)
+from .group_conditional_detr_decoder import (
+    GroupConditionalDetrTransformerDecoder,
+    GroupConditionalDetrTransformerDecoderLayer,
+)
+from .group_dab_detr_decoder import (
+    GroupDABDetrTransformerDecoder,
+    GroupDABDetrTransformerDecoderLayer,
+)
+from .group_deformable_detr_decoder import (
+    GroupDeformableDetrTransformerDecoder,
+    GroupDeformableDetrTransformerDecoderLayer,
+)
 from .query_groups import (
-    QueryGroup,
     build_group_self_attn_mask,
     build_padded_group_self_attn_mask,
     concat_groups,
     group_slices,
     split_groups,
-    take_queries,
 )
 
 __all__ = [
     'AttentionRecorder',
-    'FoldedGroupSelfAttention',
+    'FoldedGroupLayout',
     'GroupConditionalDetrTransformerDecoder',
-    'QueryGroup',
+    'GroupConditionalDetrTransformerDecoderLayer',
+    'GroupDABDetrTransformerDecoder',
+    'GroupDABDetrTransformerDecoderLayer',
+    'GroupDeformableDetrTransformerDecoder',
+    'GroupDeformableDetrTransformerDecoderLayer',
+    'GroupSelfAttentionMixin',
     'build_group_self_attn_mask',
     'build_padded_group_self_attn_mask',
     'can_fold',
     'concat_groups',
     'fold_groups',
+    'folded_self_attention',
     'group_slices',
     'split_groups',
-    'take_queries',
     'unfold_groups',
 ]

@@ -1,9 +1,16 @@
 """Record decoder attention maps through forward hooks on module instances.
 
-No mmdet class is changed: hooks are registered on the instances of one model
-for the duration of a ``with`` block and removed afterwards, so the same
-classes used elsewhere (and the exported student) behave exactly as in mmdet.
-How each kind of attention yields its map: see :mod:`.attention_maps`.
+This recorder is the package's one use of forward hooks, and it only
+observes: it reads inputs and never changes what a module returns. No mmdet
+class is changed: hooks are registered on the instances of one model for the
+duration of a ``with`` block and removed afterwards, so the same classes used
+elsewhere (and the exported student) behave exactly as in mmdet. How each kind
+of attention yields its map: see :mod:`.attention_maps`.
+
+A map is kept per layer and module call as the module saw it: self-attention
+run folded by query group (:mod:`.folded_self_attention`) is recorded in its
+folded layout, (bs * G, n, n); ``DETRDistillerBase.decoder_outputs`` views it
+as (bs, G, n, n).
 """
 
 from typing import Callable, Dict, List, Sequence

@@ -36,19 +36,50 @@ are separate calls)::
                                       folded call        second call, tail mask (t x t)
                                       (bs*G, n, dim)     (bs, t, dim)
 
-Works on any attention module that takes batch-first ``(bs, num_queries, dim)``
+The layout is an ordinary argument, :class:`FoldedGroupLayout`, that the
+detector passes to its decoder and the decoder to each layer (as mmdet's DINO
+passes its denoising mask); the group decoder layers call
+:func:`folded_self_attention` in place of their self-attention module. It works
+on any attention module that takes batch-first ``(bs, num_queries, dim)``
 tensors by keyword and returns one tensor of that shape: mmdet's
 ``ConditionalAttention`` (Conditional DETR, DAB-DETR) and mmcv's
 ``MultiheadAttention`` with ``batch_first=True`` (Deformable DETR).
 """
 
-from typing import Any, Dict, Optional, Sequence, Tuple
+from dataclasses import dataclass
+from typing import Any, Optional
 
 import torch
 from torch import Tensor, nn
 
 #: keyword inputs of the attention modules that are laid out (bs, num_queries, dim)
 FOLDED_INPUTS = ('query', 'key', 'value', 'identity', 'query_pos', 'key_pos')
+
+
+@dataclass
+class FoldedGroupLayout:
+    """How a decoder's self-attention runs its query groups: folded, plus a tail.
+
+    Args:
+        num_groups (int): Number G of leading, equal-size, unpadded groups that
+            run folded into the batch axis (own group first).
+        tail_queries (int): Number of queries after them that run unfolded, in
+            a second call. Defaults to 0.
+        tail_mask (Tensor, optional): Self-attention mask of the tail, bool
+            (t, t) or (bs * num_heads, t, t), ``True`` = masked. Defaults to
+            None (the tail's queries all see each other).
+    """
+
+    num_groups: int
+    tail_queries: int = 0
+    tail_mask: Optional[Tensor] = None
+
+    def __post_init__(self) -> None:
+        if self.tail_mask is not None and self.tail_mask.shape[-1] != self.tail_queries:
+            raise ValueError(
+                f'tail_mask covers {self.tail_mask.shape[-1]} queries, tail_queries is '
+                f'{self.tail_queries}'
+            )
 
 
 def can_fold(module: nn.Module) -> bool:
@@ -70,99 +101,53 @@ def unfold_groups(x: Tensor, num_groups: int) -> Tensor:
     return x.reshape(rows // num_groups, num_groups * n, *x.shape[2:])
 
 
-class FoldedGroupSelfAttention:
-    """Fold query groups into the batch axis inside self-attention modules.
-
-    A context manager: forward hooks on the given module *instances* fold the
-    query-axis inputs before each call and unfold the output after it, while
-    the ``with`` block lasts; no class is changed. The decoder must be called
-    without a self-attention mask (folding replaces it)::
-
-        with FoldedGroupSelfAttention(model.decoder_attention_modules()['self'], 2):
-            model.forward_decoder(...)  # queries (bs, 2n, dim), no self_attn_mask
-
-    With ``tail_queries`` > 0 the last ``tail_queries`` queries are not
-    folded: the forward hook runs the module on them once more, with
-    ``tail_mask``, and appends that output. Hooks of other tools on the
-    same module (e.g. an :class:`AttentionRecorder`) see both calls.
+def folded_self_attention(
+    attn: nn.Module, layout: FoldedGroupLayout, *args: Any, **inputs: Any
+) -> Tensor:
+    """Call ``attn`` on the folded head of the queries, then on the tail; concatenate.
 
     Args:
-        modules (Sequence[nn.Module]): Self-attention modules of the decoder.
-        num_groups (int): Number of equal-size groups folded (the first
-            ``num_queries - tail_queries`` queries).
-        tail_queries (int): Number of queries after them that run unfolded.
-            Defaults to 0.
-        tail_mask (Tensor, optional): Self-attention mask of the tail, bool
-            (t, t) or (bs * num_heads, t, t), ``True`` = masked. Defaults to
-            None (the tail's queries all see each other).
+        attn (nn.Module): A batch-first self-attention module.
+        layout (FoldedGroupLayout): The groups' layout on the query axis.
+        **inputs: The module's keyword inputs as the decoder layer gives them
+            for all queries (``query``, ``key``, ``query_pos``, ...), without
+            ``attn_mask``: the layout replaces it. Inputs of
+            :data:`FOLDED_INPUTS` are split and folded; others pass unchanged.
+
+    Returns:
+        Tensor: (bs, num_queries, dim), as ``attn`` over all queries returns it.
+    """
+    if args:
+        raise TypeError(
+            f'{type(attn).__name__} was called with positional inputs; folding needs them by '
+            'keyword'
+        )
+    if inputs.pop('attn_mask', None) is not None:
+        raise ValueError('folded query groups need no self-attention mask; got one')
+    head, tail = dict(inputs), dict(inputs, attn_mask=layout.tail_mask)
+    for name in FOLDED_INPUTS:
+        x = inputs.get(name)
+        if isinstance(x, Tensor):
+            stop = x.shape[1] - layout.tail_queries
+            head[name] = fold_groups(x[:, :stop], layout.num_groups)
+            tail[name] = x[:, stop:]
+    output = unfold_groups(attn(**head), layout.num_groups)  # (bs, G*n, dim)
+    if not layout.tail_queries:
+        return output
+    return torch.cat([output, attn(**tail)], dim=1)
+
+
+class GroupSelfAttentionMixin:
+    """For a decoder layer: run ``self.self_attn`` masked as given, or folded.
+
+    The one step a group decoder layer changes in mmdet's layer: its
+    self-attention call goes through :meth:`group_self_attn`, which takes the
+    layout as an ordinary argument. With ``group_layout=None`` it is exactly
+    ``self.self_attn(**inputs)``.
     """
 
-    def __init__(
-        self,
-        modules: Sequence[nn.Module],
-        num_groups: int,
-        tail_queries: int = 0,
-        tail_mask: Optional[Tensor] = None,
-    ) -> None:
-        unsupported = [type(m).__name__ for m in modules if not can_fold(m)]
-        if unsupported:
-            raise ValueError(f'cannot fold query groups in non-batch-first {unsupported}')
-        if tail_mask is not None and tail_mask.shape[-1] != tail_queries:
-            raise ValueError(
-                f'tail_mask covers {tail_mask.shape[-1]} queries, tail_queries is {tail_queries}'
-            )
-        self.modules = list(modules)
-        self.num_groups = num_groups
-        self.tail_queries = tail_queries
-        self.tail_mask = tail_mask
-        self._handles: list = []
-        self._tail_kwargs: Optional[Dict[str, Any]] = None
-        self._in_tail_call = False
-
-    def __enter__(self) -> 'FoldedGroupSelfAttention':
-        for module in self.modules:
-            self._handles.append(module.register_forward_pre_hook(self._fold, with_kwargs=True))
-            self._handles.append(module.register_forward_hook(self._unfold))
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for handle in self._handles:
-            handle.remove()
-        self._handles = []
-
-    def _fold(
-        self, module: nn.Module, args: Tuple, kwargs: Dict[str, Any]
-    ) -> Optional[Tuple[Tuple, Dict[str, Any]]]:
-        if self._in_tail_call:
-            return None  # the tail's own call: inputs as given
-        if args:
-            raise TypeError(
-                f'{type(module).__name__} was called with positional inputs; folding '
-                'needs them by keyword'
-            )
-        if kwargs.get('attn_mask') is not None:
-            raise ValueError('folded query groups need no self-attention mask; got one')
-        folded = dict(kwargs)
-        tail = dict(kwargs, attn_mask=self.tail_mask)
-        for name in FOLDED_INPUTS:
-            x = kwargs.get(name)
-            if isinstance(x, Tensor):
-                head = x.shape[1] - self.tail_queries
-                folded[name] = fold_groups(x[:, :head], self.num_groups)
-                tail[name] = x[:, head:]
-        self._tail_kwargs = tail if self.tail_queries else None
-        return args, folded
-
-    def _unfold(self, module: nn.Module, args: Tuple, output: Tensor) -> Optional[Tensor]:
-        if self._in_tail_call:
-            return None
-        output = unfold_groups(output, self.num_groups)
-        if self._tail_kwargs is None:
-            return output
-        tail_kwargs, self._tail_kwargs = self._tail_kwargs, None
-        self._in_tail_call = True
-        try:
-            tail = module(**tail_kwargs)
-        finally:
-            self._in_tail_call = False
-        return torch.cat([output, tail], dim=1)
+    def group_self_attn(self, group_layout: Optional[FoldedGroupLayout], **inputs: Any) -> Tensor:
+        """``self.self_attn(**inputs)``, folded by ``group_layout`` when it is given."""
+        if group_layout is None:
+            return self.self_attn(**inputs)
+        return folded_self_attention(self.self_attn, group_layout, **inputs)

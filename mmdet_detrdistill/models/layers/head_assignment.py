@@ -3,18 +3,12 @@
 from contextlib import contextmanager
 from typing import Iterator, List
 
-import torch
 from mmdet.models.task_modules import BaseAssigner
 from mmdet.structures.bbox import bbox_cxcywh_to_xyxy
 from mmengine.structures import InstanceData
 from torch import Tensor, nn
 
-
-def pixel_scale(boxes: Tensor, img_metas: List[dict]) -> Tensor:
-    """(w, h, w, h) of each image, (bs, 1, 4) fp32, to turn normalised boxes into pixels."""
-    return torch.stack(
-        [boxes.new_tensor([w, h, w, h]).float() for h, w in (m['img_shape'] for m in img_metas)]
-    )[:, None]
+from ..common import pixel_scale
 
 
 @contextmanager
@@ -47,20 +41,3 @@ def pred_instances(logits: Tensor, boxes: Tensor, img_metas: List[dict]) -> List
     """
     pixel = bbox_cxcywh_to_xyxy(boxes) * pixel_scale(boxes, img_metas).to(boxes.dtype)
     return [InstanceData(scores=s, bboxes=b) for s, b in zip(logits, pixel)]
-
-
-class DecoderLayersAssigner:
-    """``first`` for a head's first ``num_calls`` assignments, then ``then``.
-
-    mmdet's DETR heads assign layer by layer, image by image, and only then
-    (two-stage Deformable DETR) the encoder proposals: with ``num_calls =
-    num_layers * batch_size``, a decoder-query assigner never sees proposals.
-    """
-
-    def __init__(self, first, num_calls: int, then) -> None:
-        self.first, self.then, self.num_calls, self.calls = first, then, num_calls, 0
-
-    def assign(self, *args, **kwargs):
-        assigner = self.first if self.calls < self.num_calls else self.then
-        self.calls += 1
-        return assigner.assign(*args, **kwargs)

@@ -1,9 +1,10 @@
-"""Query groups: extra sets of decoder queries that run next to the student's own.
+"""Query groups in one decoder: where each sits, and the mask that keeps them apart.
 
 D3ETR's fixed matching and DETRDistill's query-prior assignment both feed the
 *teacher's* queries through the *student's* decoder. They run in the same
 forward pass as the student's own queries, concatenated along the query axis,
-and a block-diagonal self-attention mask keeps the groups apart::
+and a block-diagonal self-attention mask keeps the groups apart (the group
+itself, :class:`QueryGroup`, is in ``models/common``)::
 
                       keys ->
                       own (n0)     group 1 (n1)   group 2 (n2)
@@ -20,41 +21,12 @@ attention, FFN, box refinement and the heads work per query), so this mask
 alone makes each group's outputs independent of every other group.
 """
 
-from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence
 
 import torch
 from torch import Tensor
 
-
-@dataclass
-class QueryGroup:
-    """One group of decoder queries, in the layout of the student's family.
-
-    Args:
-        name (str): Group name, used in loss keys and layouts.
-        query (Tensor): Content queries, shape (bs, n, dim).
-        query_pos (Tensor, optional): Positional queries, shape (bs, n, dim).
-            Used by Conditional DETR. Defaults to None.
-        reference (Tensor, optional): Reference points or anchor boxes
-            (sigmoid space), shape (bs, n, 2) or (bs, n, 4). Used by DAB-DETR
-            and Deformable DETR. Defaults to None.
-        valid (Tensor, optional): Bool (bs, n): False marks padding slots of
-            a group whose size varies per image (e.g. queries per GT box).
-            Padding is invisible to every query and sees only itself.
-            Defaults to None (all valid).
-    """
-
-    name: str
-    query: Tensor
-    query_pos: Optional[Tensor] = None
-    reference: Optional[Tensor] = None
-    valid: Optional[Tensor] = None
-
-    @property
-    def num_queries(self) -> int:
-        """Number of queries in the group."""
-        return self.query.shape[1]
+from ..common import QueryGroup
 
 
 def group_slices(names: Sequence[str], sizes: Sequence[int]) -> Dict[str, slice]:
@@ -128,13 +100,6 @@ def build_padded_group_self_attn_mask(groups: Sequence[QueryGroup], num_heads: i
     eye = torch.eye(sum(sizes), dtype=torch.bool, device=device)
     mask &= ~(eye & ~valid[:, :, None])  # ... but itself
     return mask.repeat_interleave(num_heads, dim=0)
-
-
-def take_queries(x: Optional[Tensor], idx: Tensor) -> Optional[Tensor]:
-    """Queries ``idx`` of each image: x (bs, N, ...), idx (bs, k) -> (bs, k, ...)."""
-    if x is None:
-        return None
-    return x[torch.arange(x.shape[0], device=x.device)[:, None], idx]
 
 
 def split_groups(tensor: Tensor, slices: Dict[str, slice], dim: int) -> Dict[str, Tensor]:

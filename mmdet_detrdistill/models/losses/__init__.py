@@ -1,7 +1,7 @@
 """Distillation losses (registered in mmdet's ``MODELS``)."""
 
 from .attention_map_distill_loss import AttentionMapDistillLoss
+from .binary_kl_distill_loss import BinaryKLDistillLoss
 from .info_nce_distill_loss import InfoNCEDistillLoss
-from .soft_bce_distill_loss import SoftBCEDistillLoss
 
-__all__ = ['AttentionMapDistillLoss', 'InfoNCEDistillLoss', 'SoftBCEDistillLoss']
+__all__ = ['AttentionMapDistillLoss', 'BinaryKLDistillLoss', 'InfoNCEDistillLoss']

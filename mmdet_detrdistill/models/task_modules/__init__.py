@@ -1,16 +1,19 @@
 """Matchers, match costs and assigners (registered in mmdet's ``TASK_UTILS``)."""
 
+from .bound_teacher_assigner import BoundTeacherAssigner
 from .match_stability import RecordingAssigner, layer_match_instability, match_instability
 from .mix_matcher import MixMatcher
+from .oddetr_guided_assigner import ODDETRGuidedAssigner, TeacherGuidedAssigner
+from .query_prior_assigner import QueryPriorAssigner, TeacherAssistedAssigner
 from .soft_label_bce_cost import SoftLabelBCECost
-from .teacher_assisted_assigner import TEACHER_PREDS_KEY, TeacherAssistedAssigner
-from .teacher_guided_assigner import TeacherGuidedAssigner
 
 __all__ = [
+    'BoundTeacherAssigner',
     'MixMatcher',
+    'ODDETRGuidedAssigner',
+    'QueryPriorAssigner',
     'RecordingAssigner',
     'SoftLabelBCECost',
-    'TEACHER_PREDS_KEY',
     'TeacherAssistedAssigner',
     'TeacherGuidedAssigner',
     'layer_match_instability',

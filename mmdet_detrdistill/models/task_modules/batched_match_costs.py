@@ -16,11 +16,11 @@ from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
-import torch.nn.functional as F
 from mmdet.models.task_modules.assigners.match_cost import BaseMatchCost, BBoxL1Cost, IoUCost
 from mmdet.structures.bbox import bbox_overlaps, bbox_xyxy_to_cxcywh
 from torch import Tensor
 
+from ..common import soft_label_bce_cost
 from .soft_label_bce_cost import SoftLabelBCECost
 
 
@@ -41,14 +41,7 @@ def batched_soft_label_bce_cost(
     cost: SoftLabelBCECost, preds: MatchInputs, targets: MatchInputs, factors: Tensor
 ) -> Tensor:
     """:class:`SoftLabelBCECost` for a batch: ``sum_c softplus(x) - x @ p^T``."""
-    logits, soft_labels = preds.scores.float(), targets.scores.float()
-    if logits.shape[-1] != soft_labels.shape[-1]:
-        raise ValueError(
-            f'SoftLabelBCECost: predictions have {logits.shape[-1]} classes but the soft '
-            f'labels have {soft_labels.shape[-1]}; teacher and student must share classes'
-        )
-    bce = F.softplus(logits).sum(-1, keepdim=True) - logits @ soft_labels.transpose(-1, -2)
-    return bce * cost.weight
+    return soft_label_bce_cost(preds.scores, targets.scores) * cost.weight  # (bs, N, M)
 
 
 def batched_bbox_l1_cost(

@@ -13,7 +13,11 @@ from torch import Tensor
 
 
 class RecordingAssigner(BaseAssigner):
-    """Delegates to ``assigner`` and keeps every (num_gts, gt_inds) it returns, in call order."""
+    """Delegates to ``assigner`` and keeps every (num_gts, gt_inds) it returns, in call order.
+
+    The distiller wraps the assigner of each (decoder layer, image) in its own
+    recorder, so a record's layer and image are those of its recorder.
+    """
 
     def __init__(self, assigner: BaseAssigner) -> None:
         self.assigner = assigner
@@ -31,10 +35,10 @@ def layer_match_instability(
     """Fraction of (GT, consecutive layer pair) whose matched query changes.
 
     Args:
-        results (list[tuple[int, Tensor]]): (num_gts, gt_inds) in the order
-            a DETR head assigns: layer by layer, image by image (the first
-            ``num_layers * batch_size`` are used); ``gt_inds[q] = j + 1`` when
-            query q is matched to GT j, 0 otherwise.
+        results (list[tuple[int, Tensor]]): (num_gts, gt_inds) layer by
+            layer, image by image: ``results[layer * batch_size + b]`` (the
+            first ``num_layers * batch_size`` are used); ``gt_inds[q] = j + 1``
+            when query q is matched to GT j, 0 otherwise.
         num_layers (int): Decoder layers.
         batch_size (int): Images.
 

@@ -1,7 +1,6 @@
 """D3ETR's MixMatcher: adaptive (Hungarian) plus fixed (query-index) matching."""
 
-import contextlib
-from typing import ContextManager, List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -10,6 +9,7 @@ from mmdet.structures.bbox import bbox_cxcywh_to_xyxy
 from mmengine.structures import InstanceData
 from torch import Tensor
 
+from ..common import autocast_off, clamp_finite, pixel_scale
 from .assignment_solver import check_solver_threads, solve_assignments
 from .batched_match_costs import MatchInputs, batched_cost_fns
 
@@ -18,7 +18,6 @@ DEFAULT_COSTS = (
     dict(type='BBoxL1Cost', weight=5.0, box_format='xywh'),
     dict(type='IoUCost', iou_mode='giou', weight=2.0),
 )
-_FINITE_COST_LIMIT = 1e8
 
 
 @TASK_UTILS.register_module()
@@ -48,7 +47,10 @@ class MixMatcher:
             sigmoid scores as ``scores`` and argmax as ``labels``, both with
             pixel ``xyxy`` boxes. Defaults to soft-label BCE 1, L1 5, GIoU 2.
         adaptive (bool): Use adaptive matching. Defaults to True.
-        fixed (bool): Use fixed matching (adds the teacher-query group).
+        fixed (bool): Whether fixed matching is on (:meth:`fixed_match`
+            works either way). The matcher only records it: the D3ETR
+            distiller reads ``model.matcher.fixed`` to build its fixed-matching
+            component (``FixedMatchKD``), which adds the teacher-query group.
             Defaults to True.
         batched_costs (bool): Use the batched form of the costs when they all
             have one; False forces the per-image calls. Defaults to True.
@@ -175,7 +177,7 @@ class MixMatcher:
         img_metas: List[dict],
     ) -> Tensor:
         """The finite fp32 cost matrix of every image, (bs, Ns, Nt), on the inputs' device."""
-        with _autocast_off(student_logits.device):
+        with autocast_off(student_logits.device):
             preds, targets, factors = match_inputs(
                 student_logits, student_boxes, teacher_logits, teacher_boxes, img_metas
             )
@@ -189,7 +191,7 @@ class MixMatcher:
             fn(c, preds, targets, factors).float()
             for c, fn in zip(self.match_costs, self.batched_fns)
         )
-        return _finite(cost)
+        return clamp_finite(cost)
 
     def _per_image_costs(
         self, preds: MatchInputs, targets: MatchInputs, img_metas: List[dict]
@@ -204,12 +206,12 @@ class MixMatcher:
 
     def cost_matrix(self, preds: InstanceData, targets: InstanceData, img_meta: dict) -> Tensor:
         """Weighted sum of ``match_costs`` for one image, (num_preds, num_targets), finite."""
-        with _autocast_off(preds.scores.device):
+        with autocast_off(preds.scores.device):
             cost = sum(
                 c(pred_instances=preds, gt_instances=targets, img_meta=img_meta).float()
                 for c in self.match_costs
             )
-        return _finite(cost)
+        return clamp_finite(cost)
 
     def __repr__(self) -> str:
         return (
@@ -229,7 +231,7 @@ def match_inputs(
 ) -> Tuple[MatchInputs, MatchInputs, Tensor]:
     """fp32 predictions (student logits) and targets (teacher sigmoid scores and argmax
     labels) of a batch with pixel ``xyxy`` boxes, and each image's ``[w, h, w, h]``."""
-    factors = pixel_factors(img_metas, student_boxes.device)
+    factors = pixel_scale(student_boxes, img_metas)
     preds = MatchInputs(
         scores=student_logits.float(),
         bboxes=bbox_cxcywh_to_xyxy(student_boxes.float()) * factors,
@@ -243,12 +245,6 @@ def match_inputs(
     return preds, targets, factors
 
 
-def pixel_factors(img_metas: List[dict], device: torch.device) -> Tensor:
-    """Each image's ``[w, h, w, h]`` from its ``img_shape``, (bs, 1, 4) fp32."""
-    sizes = [(w, h, w, h) for h, w in (m['img_shape'][:2] for m in img_metas)]
-    return torch.tensor(sizes, dtype=torch.float32, device=device).reshape(-1, 1, 4)
-
-
 def _image_instances(
     preds: MatchInputs, targets: MatchInputs, b: int
 ) -> Tuple[InstanceData, InstanceData]:
@@ -257,17 +253,3 @@ def _image_instances(
         InstanceData(scores=preds.scores[b], bboxes=preds.bboxes[b]),
         InstanceData(scores=targets.scores[b], labels=targets.labels[b], bboxes=targets.bboxes[b]),
     )
-
-
-def _finite(cost: Tensor) -> Tensor:
-    """Non-finite costs clamped to +-1e8: the solver never sees nan or inf."""
-    lim = _FINITE_COST_LIMIT
-    return torch.nan_to_num(cost, nan=lim, posinf=lim, neginf=-lim).clamp(-lim, lim)
-
-
-def _autocast_off(device: torch.device) -> ContextManager:
-    """Autocast disabled on ``device`` (a no-op context where autocast does not exist)."""
-    try:
-        return torch.autocast(device_type=device.type, enabled=False)
-    except RuntimeError:
-        return contextlib.nullcontext()

@@ -2,11 +2,12 @@
 
 from typing import Optional, Union
 
-import torch.nn.functional as F
 from mmdet.models.task_modules.assigners.match_cost import BaseMatchCost
 from mmdet.registry import TASK_UTILS
 from mmengine.structures import InstanceData
 from torch import Tensor
+
+from ..common import soft_label_bce_cost
 
 
 @TASK_UTILS.register_module()
@@ -19,7 +20,8 @@ class SoftLabelBCECost(BaseMatchCost):
         cost[i, j] = sum_c BCEWithLogits(x_ic, p_jc)
                    = sum_c softplus(x_ic) - (x @ p^T)[i, j]
 
-    computed with one matrix product, no (N, M, C) tensor. Usable in any mmdet
+    computed with one matrix product, no (N, M, C) tensor
+    (:func:`~mmdet_detrdistill.models.common.soft_label_bce_cost`). Usable in any mmdet
     assigner's ``match_costs``: it reads ``pred_instances.scores`` (logits,
     shape (N, C)) and ``gt_instances.scores`` (soft labels, shape (M, C)).
 
@@ -38,12 +40,5 @@ class SoftLabelBCECost(BaseMatchCost):
         **kwargs,
     ) -> Tensor:
         """Return the cost matrix, shape (num_preds, num_targets)."""
-        logits = pred_instances.scores.float()  # (N, C)
-        soft_labels = gt_instances.scores.float()  # (M, C)
-        if logits.shape[-1] != soft_labels.shape[-1]:
-            raise ValueError(
-                f'SoftLabelBCECost: predictions have {logits.shape[-1]} classes but the soft '
-                f'labels have {soft_labels.shape[-1]}; teacher and student must share classes'
-            )
-        cost = F.softplus(logits).sum(-1, keepdim=True) - logits @ soft_labels.t()
+        cost = soft_label_bce_cost(pred_instances.scores, gt_instances.scores)  # (N, M)
         return cost * self.weight

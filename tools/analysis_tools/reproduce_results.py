@@ -1,7 +1,7 @@
 """Every table of the result reports (docs/reports/), from one command.
 
-    python tools/reproduce_results.py [--list] [--only STEP [STEP ...]] [--keep-going]
-                                      [--log-dir work_dirs/reproduce]
+    python tools/analysis_tools/reproduce_results.py [--list] [--only STEP [STEP ...]]
+        [--keep-going] [--log-dir work_dirs/reproduce]
 
 Runs, one after another, the commands of the reports' tables (the steps below, each a shell
 command exactly as the report prints it), so that the cost benchmarks run alone on the machine,
@@ -13,6 +13,9 @@ picks up where it stopped, and a step whose runs all exist only collects.
 All steps take about 15 hours on 2 CPU cores; ``--only`` runs some of them (``--list`` shows
 them, with where their results go). A failing step stops the run (``--keep-going`` goes on to
 the next) and the exit status is 1.
+
+The reports whose tables these are: docs/reports/2026-11-30_accuracy_cpu.md and
+docs/reports/2026-11-30_training_cost_cpu.md.
 """
 
 import argparse
@@ -24,8 +27,10 @@ import time
 from dataclasses import dataclass
 from typing import List, Sequence
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))  # the repository
 
+ABLATE = 'OMP_NUM_THREADS=1 python tools/analysis_tools/ablate_oddetr.py'
+STEP_TIME = 'OMP_NUM_THREADS=1 python tools/analysis_tools/benchmark_step_time.py'
 DAB_TEACHER = 'configs/embedded/dab-detr_tiny-teacher_1xb8-synth.py'
 REAL_COND_DAB = (
     'configs/{d3etr/d3etr,detrdistill/detrdistill}_{cond-detr-r101_cond-detr,'
@@ -84,26 +89,25 @@ STEPS: List[Step] = [
     Step(
         'demo-oddetr',
         'The embedded default',
-        'OMP_NUM_THREADS=1 python tools/ablate_oddetr.py --variants defaults',
+        f'{ABLATE} --variants defaults',
         'work_dirs/ablate_oddetr/ablation.md',
     ),
     Step(
         'ablation',
         'OD-DETR ablation',
-        'OMP_NUM_THREADS=1 python tools/ablate_oddetr.py',
+        ABLATE,
         'work_dirs/ablate_oddetr/ablation.md',
     ),
     Step(
         'ablation-3seeds',
         'OD-DETR ablation',
-        'OMP_NUM_THREADS=1 python tools/ablate_oddetr.py --variants defaults no-init-query '
-        '--seeds 0 1 2',
+        f'{ABLATE} --variants defaults no-init-query --seeds 0 1 2',
         'work_dirs/ablate_oddetr/ablation.md',
     ),
     Step(
         'accuracy',
         'Accuracy study (all three families)',
-        'python tools/benchmark_accuracy.py --families conditional deformable dab',
+        'python tools/analysis_tools/benchmark_accuracy.py --families conditional deformable dab',
         'work_dirs/accuracy/accuracy.md, accuracy_FAMILY.png',
     ),
     Step(
@@ -121,50 +125,45 @@ STEPS: List[Step] = [
     Step(
         'cost-tiny',
         'Training cost: tiny configs',
-        'OMP_NUM_THREADS=1 python tools/benchmark_step_time.py configs/*/*tiny*-s_1xb8-synth.py '
-        '--size 128 --batch 8 --iters 10 --threads 1',
+        f'{STEP_TIME} configs/*/*tiny*-s_1xb8-synth.py --size 128 --batch 8 --iters 10 --threads 1',
         'its log (summary table)',
     ),
     Step(
         'cost-320',
         'Training cost: real configs, 320 px',
-        f'OMP_NUM_THREADS=1 python tools/benchmark_step_time.py {REAL_COND_DAB} {REAL_DEFORMABLE} '
-        '--size 320 --batch 2 --iters 3 --threads 1',
+        f'{STEP_TIME} {REAL_COND_DAB} {REAL_DEFORMABLE} --size 320 --batch 2 --iters 3 --threads 1',
         'its log (summary table)',
     ),
     Step(
         'allocator-release-tiny',
         'Training cost: allocator, side by side',
-        'OMP_NUM_THREADS=1 python tools/benchmark_step_time.py configs/*/*tiny*-s_1xb8-synth.py '
+        f'{STEP_TIME} configs/*/*tiny*-s_1xb8-synth.py '
         '--size 128 --batch 8 --iters 10 --threads 1 --allocator release',
         'its log (summary table)',
     ),
     Step(
         'allocator-release-320',
         'Training cost: allocator, side by side',
-        f'OMP_NUM_THREADS=1 python tools/benchmark_step_time.py {REAL_COND_DAB} '
+        f'{STEP_TIME} {REAL_COND_DAB} '
         '--size 320 --batch 2 --iters 3 --threads 1 --allocator release',
         'its log (summary table)',
     ),
     Step(
         'cost-800',
         'Training cost: at COCO image size',
-        f'OMP_NUM_THREADS=1 python tools/benchmark_step_time.py {REAL_COND_DAB} '
-        '--size 800 --batch 2 --iters 2 --threads 1',
+        f'{STEP_TIME} {REAL_COND_DAB} --size 800 --batch 2 --iters 2 --threads 1',
         'its log (summary table)',
     ),
     Step(
         'matching-1-thread',
         'Training cost: threaded matching',
-        f'OMP_NUM_THREADS=1 python tools/benchmark_step_time.py {REAL_COND} '
-        '--size 320 --batch 2 --iters 3 --threads 1 --solver-threads 1',
+        f'{STEP_TIME} {REAL_COND} --size 320 --batch 2 --iters 3 --threads 1 --solver-threads 1',
         'its log (matching per step)',
     ),
     Step(
         'matching-default-threads',
         'Training cost: threaded matching',
-        f'OMP_NUM_THREADS=1 python tools/benchmark_step_time.py {REAL_COND} '
-        '--size 320 --batch 2 --iters 3 --threads 1',
+        f'{STEP_TIME} {REAL_COND} --size 320 --batch 2 --iters 3 --threads 1',
         'its log (matching per step)',
     ),
 ]
@@ -189,7 +188,7 @@ def select(steps: List[Step], only: Sequence[str] = None) -> List[Step]:
     if unknown:
         raise SystemExit(
             f'--only: no step named {", ".join(unknown)}; the steps are: {", ".join(names)} '
-            '(python tools/reproduce_results.py --list)'
+            '(python tools/analysis_tools/reproduce_results.py --list)'
         )
     return [s for s in steps if s.name in only or s is DATA]
 

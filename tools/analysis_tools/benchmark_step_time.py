@@ -1,78 +1,18 @@
-"""Cost of distillation: step time and peak memory, measured side by side in one run.
+"""Cost of distillation: step time, matching share and peak memory, side by side in one run.
 
-    python tools/benchmark_step_time.py CONFIG [CONFIG ...] [--size 320] [--batch 2]
-                                        [--iters 5] [--threads N] [--solver-threads N]
-                                        [--device cpu|cuda] [--allocator keep|release]
+    python tools/analysis_tools/benchmark_step_time.py CONFIG [CONFIG ...] [--size 320]
+        [--batch 2] [--iters 5] [--threads N] [--solver-threads N] [--device cpu|cuda]
+        [--allocator keep|release] [--seed 0]
 
-Each config is measured in turn (its own table); with several, a summary table
-with one row per config (the README's) is printed at the end.
+For each distiller config: the student's training step, the teacher's no-grad forward and the
+distillation training step (medians over ``--iters`` after two warm-ups), the share of the
+distill step spent in teacher-student matching, and the peak memory of each side, measured in
+a fresh subprocess of its own (this script with ``--memory-probe``). Prints one table per
+config and, with several, a summary table (one row per config) to stdout; nothing is written.
 
-A *training step* is what mmengine's ``BaseModel.train_step`` does after the
-data preprocessor: the forward in ``loss`` mode, ``parse_losses`` and the
-config's own ``optim_wrapper`` (``update_params``: backward, gradient clipping,
-the optimizer's update, ``zero_grad``), built for each side as the Runner builds
-it. The distiller's optimizer holds the student's parameters only, so both sides
-carry the same optimizer state.
-
-**Step time**, in this process, as medians over ``--iters`` timed iterations
-(after two warm-ups): the student's own training step, the teacher's no-grad
-forward, the distillation training step, the ratio distill / (student step +
-teacher forward), and the share of the
-distillation step spent in teacher-student matching (every
-``MixMatcher.adaptive_match_layers`` call: costs, the copy to the host and the
-Hungarian solves). On CUDA each timing starts and ends with a
-``torch.cuda.synchronize()``. ``--threads`` sets torch's CPU threads;
-``--solver-threads`` how many Hungarian solves run at once (default: the
-matcher's own setting, this process's share of the CPUs; see
-``mmdet_detrdistill/models/task_modules/assignment_solver.py``).
-
-**Allocator** (CPU timing). glibc's malloc gives large freed blocks back to the OS (``munmap``,
-heap trimming), so every step faults its working memory in again, page by page. In a virtual
-machine that returns freed guest memory to its host (free page reporting, as here), such a
-fault costs up to 10x a normal one, and how many a step takes depends on the allocator's
-history: the distill step and the student step pay different, varying amounts. With
-``--allocator keep`` (the default) the timing process keeps freed memory for reuse
-(``mallopt``: no ``mmap``, no trimming), as PyTorch's CUDA caching allocator keeps GPU memory,
-and after the warm-ups a step takes no page faults; ``--allocator release`` keeps glibc's
-defaults. Peak memory is measured in its own processes either way (below).
-
-**Peak memory**, distill step / student step alone: each side runs in a fresh
-subprocess (this script with ``--memory-probe``), so that neither sees the
-other's allocations or allocator caches. It builds only what that side needs
-(the distiller with its teacher; or the student alone, as the plain mmdet
-detector of the config's ``student``) and the same batch, runs one training
-step and lets it all go (code paged in, thread pools and lazy state set up),
-takes a base reading, then builds it again and runs two forward + backward
-passes without the optimizer (the second with the first's gradients allocated)
-and reads the peak (the *no-optimizer* peak), then two training steps (the
-optimizer's state allocated in the first) and reads the peak again (the
-*training-step* peak, the one the memory ratio is of). Both ratios are printed:
-the optimizer's state adds the same to both sides, so the no-optimizer ratio
-is the larger one (for AdamW, two tensors per student parameter).
-
-* CPU (Linux): the rise of the resident set size at its peak over the base.
-  At the base, freed heap is returned to the OS (glibc ``malloc_trim``) and
-  the kernel's RSS high-water mark is reset to the current RSS
-  (``/proc/self/clear_refs``), which is the base (``VmRSS``); after the steps
-  the high-water mark (``VmHWM``) is read. The probes run with glibc's mmap
-  threshold fixed at 64 KiB (``MALLOC_MMAP_THRESHOLD_``, unless already set):
-  every tensor of 64 KiB or more is mmapped and given back to the OS when
-  freed, so the RSS follows live memory instead of the allocator's caches
-  (which otherwise add 20-60% here and vary by up to 10% from run to run).
-  Counted: weights, gradients, activations and the step's temporaries, as on
-  CUDA; the interpreter, libraries and code are in the base. Repeats to
-  within 0.1%, and is within 4 MiB of the peak of live tensors from torch's
-  profiler (tiny Conditional DETR config). (The lifetime peak ``ru_maxrss``
-  cannot be reset, and the imports' own peak hides small models;
-  ``tracemalloc`` does not see torch's allocations.)
-* CUDA: ``torch.cuda.max_memory_allocated()`` over the base
-  ``torch.cuda.memory_allocated()`` (live tensors; the caching allocator's
-  unused reserve is not counted).
-
-Weights are random (no downloads) and seeded (``--seed``): step times and
-memory do not depend on them, but the Hungarian solver's time does (it varies
-by up to 2x between random initialisations), so compare matching times at
-equal seeds.
+How it measures (what a step is, the ``--allocator`` choice, the memory probe):
+docs/reports/2026-11-30_cost_benchmark_method.md. Results:
+docs/reports/2026-11-30_training_cost_cpu.md.
 """
 
 import argparse

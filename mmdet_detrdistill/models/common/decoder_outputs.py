@@ -1,11 +1,11 @@
 """What one model's decoder produced in one forward pass, per query group."""
 
 from dataclasses import dataclass, field
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 from torch import Tensor
 
-from ..layers import QueryGroup
+from .query_group import QueryGroup
 
 
 @dataclass
@@ -19,11 +19,12 @@ class DecoderOutputs:
         attn (dict[str, list[Tensor]]): Head-averaged attention maps per kind
             and layer: ``'self'``: (bs, N, N), or (bs, G, n, n) per group when
             the G groups ran their self-attention folded (they see only
-            themselves, see :class:`FoldedGroupSelfAttention`); ``'cross'``:
+            themselves, see ``layers/folded_self_attention.py``); ``'cross'``:
             (bs, N, num_keys). Empty when not recorded. Read them through
             :meth:`self_attn` and :meth:`cross_attn`.
-        own_queries (QueryGroup): The model's own queries as they entered
-            its decoder (a teacher's are a student's fixed-matching group).
+        own_queries (QueryGroup, optional): The model's own queries as they
+            entered its decoder (a teacher's are a student's fixed-matching
+            group).
         head_inputs (dict): The head inputs the decoder produced.
         feats (tuple[Tensor]): The neck features, (bs, C, H_i, W_i) per level.
     """
@@ -31,7 +32,7 @@ class DecoderOutputs:
     cls_scores: Tensor
     bbox_preds: Tensor
     slices: Dict[str, slice]
-    own_queries: QueryGroup
+    own_queries: Optional[QueryGroup]
     attn: Dict[str, List[Tensor]] = field(default_factory=dict)
     head_inputs: Dict = field(default_factory=dict)
     feats: Tuple[Tensor, ...] = ()

@@ -1,26 +1,23 @@
 """OD-DETR ablation on the embedded default: which defaults, and what each part buys.
 
-    python tools/ablate_oddetr.py [--family conditional] [--variants defaults no-init-query ...]
-                                  [--seeds 0 1 2] [--work-dir work_dirs/ablate_oddetr] [--quick]
+    python tools/analysis_tools/ablate_oddetr.py [--family conditional]
+        [--variants defaults no-init-query ...] [--seeds 0 1 2]
+        [--work-dir work_dirs/ablate_oddetr] [--quick]
 
 Trains, on the generated dataset and the embedded default's student schedule, the student
-alone and OD-DETR variants (``--variants``, default all): the defaults, EMA momentum x10, no
-EMA warm-up, each component switched off, the initial-query constraint on boxes too weighted
-by the teacher's confidence, and on boxes with uniform weights L1 5 / GIoU 2 (Conditional DETR
-only), once per seed (``--seeds``). Prints, per variant, COCO box AP (mean ± sample std over
-seeds, and each seed's) and two matching instabilities averaged over the second half of
-training: OD-DETR's (``epoch_match_instability``, DN-DETR's definition: changes of the
-final-layer matches of fixed training images between probes, ``MatchInstabilityHook``) and
-the layer-wise one (``layer_match_instability``, changes between consecutive decoder layers,
-which teacher-guided assignment lowers by construction), as a table (also
-WORK_DIR/ablation.md and ablation.json). Runs go to WORK_DIR/seedS/VARIANT and go through
-``tools/run_demo.py``'s machinery (one subprocess each, finished runs reused), so seeds or
-variants can run as parallel processes and a last call with all of them only collects.
+alone and the OD-DETR variants of ``VARIANTS`` (``--variants``, default all: the defaults, EMA
+momentum x10, no EMA warm-up, each component switched off, the initial-query constraint on
+boxes too), once per seed. Prints per variant COCO box AP (mean ± sample std over seeds, and
+each seed's) and two matching instabilities averaged over the second half of training:
+OD-DETR's (``epoch_match_instability``, DN-DETR's definition, ``MatchInstabilityHook``) and the
+layer-wise one (``layer_match_instability``, which teacher-guided assignment lowers by
+construction). The table also goes to WORK_DIR/ablation.md and ablation.json; each run to
+WORK_DIR/seedS/VARIANT, one subprocess through ``tools/run_demo.py``'s machinery. Finished runs
+are reused, so seeds or variants can run as parallel processes and a last call with all of
+them only collects.
 
-Does guided assignment stabilise matching, and do the box terms pay? Per family:
-
-    python tools/ablate_oddetr.py --family deformable --seeds 0 1 2 \
-        --variants alone defaults no-guided init-box-conf
+Results: docs/reports/2026-11-30_accuracy_cpu.md (*OD-DETR ablation*) and
+docs/reports/2026-11-30_oddetr_init_query_boxes.md (per family, with commands).
 """
 
 import argparse
@@ -33,8 +30,9 @@ import sys
 from dataclasses import dataclass
 from typing import Dict, List, Optional
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-sys.path.insert(0, osp.join(ROOT, 'tools'))
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))  # the repository
+sys.path.insert(0, osp.join(ROOT, 'tools'))  # run_demo
+sys.path.insert(0, osp.join(ROOT, 'tools', 'analysis_tools'))  # benchmark_accuracy
 from benchmark_accuracy import spread  # noqa: E402
 from run_demo import FAMILIES, METHODS, SCALES, Stage, run_stage  # noqa: E402
 

@@ -1,26 +1,22 @@
-"""OD-DETR's teacher-guided assignment of the student's own queries."""
+"""OD-DETR, Sec. 3.2: the student's own GT assignment, guided by the teacher's matching cost."""
 
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional
 
 from mmdet.registry import MODELS
 from mmdet.structures import SampleList
 from torch import Tensor, nn
 
-from ..detectors import OWN_GROUP
-from ..distillers.decoder_outputs import DecoderOutputs
+from ..common import OWN_GROUP, STUDENT_QUERY_GROUP, DecoderOutputs
 from ..layers.head_assignment import pred_instances
-from ..task_modules import TEACHER_PREDS_KEY, TeacherGuidedAssigner
+from ..task_modules import BoundTeacherAssigner, ODDETRGuidedAssigner
 from .base_component import DistillComponent
-
-#: the group of a teacher's outputs decoded from the student's own queries
-STUDENT_QUERY_GROUP = 'student_queries'
 
 
 @MODELS.register_module()
-class TeacherGuidedAssignment(DistillComponent):
+class ODDETRGuidedAssignment(DistillComponent):
     """OD-DETR, Sec. 3.2: the student's GT assignment, guided by the teacher's.
 
-    Every student decoder layer is assigned by :class:`TeacherGuidedAssigner`
+    Every student decoder layer is assigned by :class:`ODDETRGuidedAssigner`
     on ``(1 - alpha) * C(student query i, GT j) + alpha * C(teacher query i,
     GT j)``, where C is the student head's own match cost and the teacher's
     predictions are those of its *last* decoder layer (its best, and the
@@ -54,14 +50,14 @@ class TeacherGuidedAssignment(DistillComponent):
                 f'off ({self.config_keys.switch_off})'
             )
         super().bind(student, teacher)
-        self.assigner = TeacherGuidedAssigner(student.bbox_head.assigner.match_costs, self.alpha)
+        self.assigner = ODDETRGuidedAssigner(student.bbox_head.assigner.match_costs, self.alpha)
         #: the student's queries are its own per-image proposals (two-stage)
         self.queries_are_proposals = bool(getattr(student, 'as_two_stage', False))
 
-    def gt_assigner(
+    def gt_assigners(
         self, teacher_out: Optional[DecoderOutputs], img_metas: List[dict]
-    ) -> Optional[Tuple[TeacherGuidedAssigner, List[dict]]]:
-        """The guided assigner, and metas carrying the teacher's last-layer predictions.
+    ) -> List[BoundTeacherAssigner]:
+        """Per image, the guided assigner bound to the teacher's last-layer predictions.
 
         Raises:
             ValueError: The student is two-stage and ``teacher_out`` is not the
@@ -77,7 +73,7 @@ class TeacherGuidedAssignment(DistillComponent):
             )
         t_cls, t_box = teacher_out.group(OWN_GROUP)
         preds = pred_instances(t_cls[-1].detach(), t_box[-1].detach(), img_metas)
-        return self.assigner, [{**m, TEACHER_PREDS_KEY: p} for m, p in zip(img_metas, preds)]
+        return [BoundTeacherAssigner(self.assigner, p) for p in preds]
 
     def loss(
         self,
@@ -89,3 +85,8 @@ class TeacherGuidedAssignment(DistillComponent):
 
     def extra_repr(self) -> str:
         return f'{super().extra_repr()}, alpha={self.alpha}'
+
+
+MODELS.register_module(name='TeacherGuidedAssignment', module=ODDETRGuidedAssignment)
+#: former name, kept importable (and registered: configs may use it)
+TeacherGuidedAssignment = ODDETRGuidedAssignment

@@ -1,4 +1,9 @@
-"""Class-score distillation: binary KL between teacher and student sigmoids."""
+"""Class-score distillation: binary KL between teacher and student sigmoids.
+
+D3ETR (arXiv 2211.09768, Sec. 3) and DETRDistill (arXiv 2211.10156, Sec. 3.2) distil class
+scores with BCE against the teacher's sigmoid scores; this is that loss less the teacher's
+entropy.
+"""
 
 from typing import Optional
 
@@ -8,7 +13,7 @@ from torch import Tensor, nn
 
 
 @MODELS.register_module()
-class SoftBCEDistillLoss(nn.Module):
+class BinaryKLDistillLoss(nn.Module):
     """Distil per-class sigmoid scores of matched query pairs.
 
     D3ETR and DETRDistill train the student's logits x_s with binary
@@ -20,7 +25,8 @@ class SoftBCEDistillLoss(nn.Module):
         loss = w / avg_factor * sum_{k, c} [BCE(x_s[k, c], p_t[k, c])
                                             - BCE(x_t[k, c], p_t[k, c])]
 
-    Computed in fp32.
+    Computed in fp32. Registered also under its former name ``'SoftBCEDistillLoss'``, so
+    configs that write it still build.
 
     Args:
         loss_weight (float): Weight w. Defaults to 1.0.
@@ -54,3 +60,6 @@ class SoftBCEDistillLoss(nn.Module):
         ) - F.binary_cross_entropy_with_logits(teacher_logits, soft_labels, reduction='none')
         avg_factor = max(student_logits.shape[0], 1) if avg_factor is None else avg_factor
         return self.loss_weight * kl.sum() / avg_factor
+
+
+MODELS.register_module(name='SoftBCEDistillLoss', module=BinaryKLDistillLoss)

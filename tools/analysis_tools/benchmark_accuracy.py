@@ -1,7 +1,8 @@
 """Accuracy study: does distillation pay? Teacher, baseline and distilled students, several seeds.
 
-    python tools/benchmark_accuracy.py [--families conditional] [--methods d3etr detrdistill oddetr]
-                                       [--seeds 0 1 2] [--work-dir work_dirs/accuracy] [--quick]
+    python tools/analysis_tools/benchmark_accuracy.py [--families conditional]
+        [--methods d3etr detrdistill oddetr] [--seeds 0 1 2] [--work-dir work_dirs/accuracy]
+        [--quick]
 
 On the generated dataset of the embedded default, for each family: one teacher (seed 0, as in
 ``tools/run_demo.py``, whose finished stages are reused), then for every seed the student alone
@@ -13,6 +14,9 @@ at four points of its schedule; the *short* schedule is the evaluation at half t
   AP_m / AP_l per family x method x schedule, with the teacher's AP;
 * ``accuracy_FAMILY.png``: AP against iterations, baseline vs each method (mean, min-max band);
 * ``accuracy.json``: every evaluation of every run.
+
+Results: docs/reports/2026-11-30_accuracy_cpu.md (*Accuracy study*), tables and plots in
+docs/results/accuracy*.
 """
 
 import argparse
@@ -24,8 +28,8 @@ import statistics
 import sys
 from typing import Dict, List
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-sys.path.insert(0, osp.join(ROOT, 'tools'))
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))  # the repository
+sys.path.insert(0, osp.join(ROOT, 'tools'))  # run_demo
 from run_demo import FAMILIES, METHODS, SCALES, Stage, run_stage  # noqa: E402
 
 METRICS = ('bbox_mAP', 'bbox_mAP_50', 'bbox_mAP_75', 'bbox_mAP_s', 'bbox_mAP_m', 'bbox_mAP_l')

@@ -1,0 +1,177 @@
+"""The student's GT losses by explicit calls: each layer's assigners, the encoder's own."""
+
+import pytest
+import torch
+from mmdet.models.task_modules import AssignResult
+from mmdet.registry import MODELS, TASK_UTILS
+from mmdet.structures.bbox import bbox_xyxy_to_cxcywh
+from mmengine.structures import InstanceData
+
+from mmdet_detrdistill.models.components import ODDETRGuidedAssignment
+from mmdet_detrdistill.models.layers.head_losses import head_gt_losses, layer_losses
+from mmdet_detrdistill.models.task_modules import (
+    BoundTeacherAssigner,
+    ODDETRGuidedAssigner,
+    QueryPriorAssigner,
+)
+from mmdet_detrdistill.testing import distiller_cfg, make_batch, tiny_detr_cfg
+
+NUM_LAYERS, NUM_QUERIES, NUM_PROPOSALS = 2, 10, 30
+
+
+def _head_and_batch(family):
+    torch.manual_seed(0)
+    model = MODELS.build(tiny_detr_cfg(family, num_queries=NUM_QUERIES))
+    samples = make_batch(model)['data_samples']
+    gts = [s.gt_instances for s in samples]
+    metas = [s.metainfo for s in samples]
+    return model.bbox_head, gts, metas
+
+
+def _preds(num_classes=3, num=NUM_QUERIES, bs=2, layers=NUM_LAYERS, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    cls = torch.randn(layers, bs, num, num_classes, generator=g)
+    box = torch.rand(layers, bs, num, 4, generator=g) * 0.5 + 0.25
+    return cls, box
+
+
+class _Fixed:
+    """Assigns GT j to query ``queries[j]``, and keeps what it was called with."""
+
+    def __init__(self, queries):
+        self.queries, self.calls = queries, []
+
+    def assign(self, pred_instances, gt_instances, img_meta=None, **kwargs):
+        self.calls.append((pred_instances, gt_instances, img_meta))
+        num_gts, num_preds = len(gt_instances), len(pred_instances)
+        gt_inds = torch.zeros(num_preds, dtype=torch.long)
+        labels = torch.full((num_preds,), -1, dtype=torch.long)
+        queries = torch.as_tensor(self.queries[:num_gts])
+        gt_inds[queries] = torch.arange(num_gts) + 1
+        labels[queries] = gt_instances.labels
+        return AssignResult(num_gts, gt_inds, None, labels=labels)
+
+
+@pytest.mark.parametrize('family', ['conditional', 'deformable-twostage'])
+def test_with_the_heads_assigner_the_losses_are_mmdets(family):
+    head, gts, metas = _head_and_batch(family)
+    cls, box = _preds()
+    enc = {}
+    if family == 'deformable-twostage':
+        enc_cls, enc_box = _preds(num_classes=3, num=NUM_PROPOSALS, layers=1, seed=2)
+        enc = dict(enc_cls_scores=enc_cls[0], enc_bbox_preds=enc_box[0])
+    want = head.loss_by_feat(cls, box, batch_gt_instances=gts, batch_img_metas=metas, **enc)
+    got = head_gt_losses(head, cls, box, gts, metas, [None] * NUM_LAYERS, **enc)
+    assert list(got) == list(want)  # same keys, same order (the total sums in this order)
+    for key in want:
+        assert torch.equal(got[key], want[key]), key
+
+
+def test_each_layer_is_assigned_by_its_own_assigners_image_by_image():
+    """Both layers predict the same; only their assigners differ, and each layer's box
+    targets are exactly its own assigners' matches."""
+    head, gts, metas = _head_and_batch('conditional')
+    cls, box = _preds()
+    cls[1], box[1] = cls[0], box[0]
+    layers = [[_Fixed([0, 1, 2]) for _ in gts], [_Fixed([9, 8, 7]) for _ in gts]]
+    losses = head_gt_losses(head, cls, box, gts, metas, layers)
+    assert 'get_targets' not in vars(head)  # the head is mmdet's again
+    for layer, key in enumerate(('d0.loss_bbox', 'loss_bbox')):
+        want = sum(
+            _l1_to_matches(box[layer, b], gts[b], metas[b], a.queries)
+            for b, a in enumerate(layers[layer])
+        )
+        want = head.loss_bbox.loss_weight * want / sum(len(g) for g in gts)
+        torch.testing.assert_close(losses[key], want)
+        for b, assigner in enumerate(layers[layer]):  # once, with its own image
+            ((preds, gt, meta),) = assigner.calls
+            assert gt is gts[b] and meta is metas[b]
+            assert torch.equal(preds.scores, cls[layer, b])
+    assert not torch.equal(losses['d0.loss_bbox'], losses['loss_bbox'])  # the test can fail
+    one = layer_losses(head, cls[0], box[0], gts, metas, layers[1])
+    assert torch.equal(one[1], losses['loss_bbox'])
+
+
+def _l1_to_matches(boxes, gt, meta, queries):
+    h, w = meta['img_shape']
+    scale = boxes.new_tensor([w, h, w, h])
+    targets = bbox_xyxy_to_cxcywh(gt.bboxes / scale)
+    return (boxes[list(queries[: len(gt)])] - targets).abs().sum()
+
+
+def _record(obj, name, calls):
+    original = getattr(obj, name)
+
+    def recorded(*args, **kwargs):
+        calls.append((args, kwargs))
+        return original(*args, **kwargs)
+
+    setattr(obj, name, recorded)
+
+
+def test_two_stage_encoder_proposals_never_see_the_guided_assigner():
+    torch.manual_seed(0)
+    model = MODELS.build(
+        distiller_cfg(tiny_detr_cfg('deformable-twostage'), None, method='ODDETRDistiller')
+    )
+    model.init_weights()
+    guided, own = [], []
+    _record(model.components['guided'].assigner, 'assign', guided)
+    _record(model.student.bbox_head.assigner, 'assign', own)
+    batch = make_batch(model)
+    losses = model.train()(**batch, mode='loss')
+    assert {'enc_loss_cls', 'enc_loss_bbox', 'enc_loss_iou'} <= set(losses)
+    bs = len(batch['data_samples'])
+    assert len(guided) == NUM_LAYERS * bs
+    assert all(len(args[0]) == NUM_QUERIES for args, _ in guided)
+    assert all('teacher_pred_instances' in kwargs for _, kwargs in guided)
+    # the head's own assigner served the proposals only: class-agnostic GT, more predictions
+    assert len(own) == bs
+    for args, kwargs in own:
+        preds = kwargs.get('pred_instances', args[0] if args else None)
+        gt = kwargs.get('gt_instances', args[1] if len(args) > 1 else None)
+        assert len(preds) > NUM_QUERIES and not gt.labels.any()
+
+
+@pytest.mark.parametrize('method', ['ODDETRDistiller', 'DETRDistillDistiller'])
+def test_img_metas_the_head_sees_hold_no_key_of_ours(method):
+    torch.manual_seed(0)
+    student = tiny_detr_cfg('conditional')
+    teacher = tiny_detr_cfg('conditional', num_queries=12)
+    only_query_prior = dict(logits_kd=None, feature_kd=None, contrastive=None)
+    kwargs = only_query_prior if method == 'DETRDistillDistiller' else {}
+    model = MODELS.build(distiller_cfg(student, teacher, method=method, **kwargs))
+    model.init_weights()
+    seen = []
+    _record(model.student.bbox_head, '_get_targets_single', seen)
+    batch = make_batch(model)
+    model.train()(**batch, mode='loss')
+    theirs = {frozenset(s.metainfo) for s in batch['data_samples']}
+    metas = [kwargs.get('img_meta', args[3] if len(args) > 3 else None) for args, kwargs in seen]
+    assert len(metas) >= NUM_LAYERS * len(batch['data_samples'])
+    assert all(frozenset(m) in theirs for m in metas)
+
+
+def test_bound_assigner_gives_the_assigner_that_images_teacher_predictions():
+    g = torch.Generator().manual_seed(0)
+    teacher = InstanceData(scores=torch.randn(6, 3, generator=g), bboxes=_xyxy(6, g))
+    student = InstanceData(scores=torch.randn(6, 3, generator=g), bboxes=_xyxy(6, g))
+    gts = InstanceData(bboxes=_xyxy(2, g), labels=torch.tensor([0, 2]))
+    meta = dict(img_shape=(100, 100))
+    prior = QueryPriorAssigner()
+    bound = BoundTeacherAssigner(prior, teacher).assign(student, gts, meta)
+    direct = prior.assigner.assign(teacher, gts, img_meta=meta)
+    assert torch.equal(bound.gt_inds, direct.gt_inds)
+    with pytest.raises(KeyError, match='teacher_pred_instances'):
+        prior.assign(student, gts, meta)
+
+
+def _xyxy(n, g):
+    xy = torch.rand(n, 2, generator=g) * 50
+    return torch.cat([xy, xy + 10 + torch.rand(n, 2, generator=g) * 40], 1)
+
+
+def test_former_names_still_build():
+    assert isinstance(MODELS.build(dict(type='TeacherGuidedAssignment')), ODDETRGuidedAssignment)
+    assert isinstance(TASK_UTILS.build(dict(type='TeacherGuidedAssigner')), ODDETRGuidedAssigner)
+    assert isinstance(TASK_UTILS.build(dict(type='TeacherAssistedAssigner')), QueryPriorAssigner)
