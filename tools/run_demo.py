@@ -1,6 +1,6 @@
 """The embedded default: does distillation pay on a small problem you can run on a CPU?
 
-    python tools/run_demo.py [--family {conditional,dab,deformable}]
+    python tools/run_demo.py [--family {conditional,dab,deformable,dino}]
                              [--method {d3etr,detrdistill,oddetr} ...] [--work-dir DIR]
                              [--quick] [--seed 0] [--skip-distill]
 
@@ -43,6 +43,10 @@ FAMILIES = {
         'configs/embedded/deformable-detr_tiny-teacher_1xb8-synth.py',
         'configs/embedded/deformable-detr_tiny-student_1xb8-synth.py',
     ),
+    'dino': (
+        'configs/embedded/dino_tiny-teacher_1xb8-synth.py',
+        'configs/embedded/dino_tiny-student_1xb8-synth.py',
+    ),
 }
 # method -> (row name, needs the trained teacher, distiller config per family)
 METHODS = {
@@ -53,6 +57,7 @@ METHODS = {
             'conditional': 'configs/d3etr/d3etr_tiny-t_tiny-s_1xb8-synth.py',
             'dab': 'configs/d3etr/d3etr_tiny-dab-t_tiny-dab-s_1xb8-synth.py',
             'deformable': 'configs/d3etr/d3etr_tiny-deformable-t_tiny-deformable-s_1xb8-synth.py',
+            'dino': 'configs/d3etr/d3etr_tiny-dino-t_tiny-dino-s_1xb8-synth.py',
         },
     ),
     'detrdistill': (
@@ -64,6 +69,7 @@ METHODS = {
             'deformable': (
                 'configs/detrdistill/detrdistill_tiny-deformable-t_tiny-deformable-s_1xb8-synth.py'
             ),
+            'dino': 'configs/detrdistill/detrdistill_tiny-dino-t_tiny-dino-s_1xb8-synth.py',
         },
     ),
     'oddetr': (
@@ -73,6 +79,7 @@ METHODS = {
             'conditional': 'configs/oddetr/oddetr_tiny-s_1xb8-synth.py',
             'dab': 'configs/oddetr/oddetr_tiny-dab-s_1xb8-synth.py',
             'deformable': 'configs/oddetr/oddetr_tiny-deformable-s_1xb8-synth.py',
+            'dino': 'configs/oddetr/oddetr_tiny-dino-s_1xb8-synth.py',
         },
     ),
 }

@@ -2,6 +2,7 @@
 
 from .config_smoke import smoke_model_cfg, strip_pretrained
 from .synth_runs import REPO_ROOT, free_port, run_tool, synth_train_options
+from .tiny_dino import tiny_dino_cfg
 from .tiny_models import (
     FAMILY_CONFIGS,
     distiller_cfg,
@@ -26,4 +27,5 @@ __all__ = [
     'strip_pretrained',
     'tiny_conditional_detr_cfg',
     'tiny_detr_cfg',
+    'tiny_dino_cfg',
 ]

@@ -133,6 +133,8 @@ def check(ref_file: str, configs: List[str]) -> int:
 
 
 def main(argv: List[str]) -> None:
+    if not argv or (argv[0].startswith('-') and argv[0] != '--check'):
+        sys.exit(__doc__)
     register_all_modules()
     if argv[0] == '--check':
         sys.exit(check(argv[1], argv[2:]))

@@ -33,8 +33,13 @@ def test_config_builds_and_steps(path):
     model.train()
     num_classes = getattr(model, 'student', model).bbox_head.num_classes
     # 160 px: two-stage Deformable DETR picks its top-300 proposals among the encoder's
-    # tokens (20x20 + 10x10 + 5x5 + 3x3 here); a smaller image has fewer than 300.
-    batch = make_batch(model, image_shapes=((3, 160, 160), (3, 160, 128)), num_classes=num_classes)
+    # tokens (20x20 + 10x10 + 5x5 + 3x3 here); a smaller image has fewer than 300. DINO's
+    # top-900 need 224 px (28x28 + 14x14 + 7x7 + 4x4 tokens).
+    models = (model, getattr(model, 'student', None), getattr(model, 'teacher', None))
+    side = 224 if max(getattr(m, 'num_queries', 0) for m in models) > 300 else 160
+    batch = make_batch(
+        model, image_shapes=((3, side, side), (3, side, side * 4 // 5)), num_classes=num_classes
+    )
     losses = model(**batch, mode='loss')
     total = sum(v for k, v in losses.items() if 'loss' in k)
     assert torch.isfinite(total)

@@ -1,5 +1,7 @@
 """Hungarian solves on host threads: same result at any thread count, and how many threads."""
 
+import importlib
+
 import numpy as np
 import pytest
 import torch
@@ -13,6 +15,15 @@ from mmdet_detrdistill.models.task_modules.assignment_solver import (
     default_solver_threads,
     solve_assignments,
 )
+
+
+def _has(module):
+    """Whether an optional solver package imports (they are not CI dependencies)."""
+    try:
+        importlib.import_module(module)
+    except ImportError:
+        return False
+    return True
 
 
 def _lone_calls(costs):
@@ -132,10 +143,161 @@ def test_adaptive_component_matches_every_layer_pair_in_one_call(monkeypatch):
     monkeypatch.setattr(
         mix_matcher_module,
         'solve_assignments',
-        lambda costs, threads: calls.append(len(costs)) or real_solve(costs, threads),
+        lambda costs, threads, **kw: calls.append(len(costs)) or real_solve(costs, threads, **kw),
     )
     pairs = kd.match_layers(student, teacher, layers, metas)
     assert calls == [2 * 2]  # one call, layers x images matrices
     for (s_l, t_l), (s_idx, t_idx) in zip(layers, pairs):
         alone = MixMatcher().adaptive_match(s_cls[s_l], s_box[s_l], t_cls[t_l], t_box[t_l], metas)
         assert torch.equal(s_idx, alone[0]) and torch.equal(t_idx, alone[1])
+
+
+# --- solver backends (issue 22, item 4) ---------------------------------------------------
+
+BACKENDS = [
+    'scipy',
+    pytest.param('lapx', marks=pytest.mark.skipif(not _has('lap'), reason='lapx not installed')),
+    pytest.param(
+        'torch_linear_assignment',
+        marks=pytest.mark.skipif(
+            not _has('torch_linear_assignment'), reason='torch-linear-assignment not installed'
+        ),
+    ),
+]
+
+
+@pytest.mark.parametrize('solver', BACKENDS)
+@pytest.mark.parametrize('shape', [(6, 140, 130), (5, 90, 120), (12, 25, 25), (3, 30, 30)])
+def test_every_backend_gives_scipy_pairs_on_random_costs(solver, shape):
+    """Continuous costs have one optimum: every backend returns scipy's pairs, by column."""
+    costs = np.random.default_rng(shape[0]).random(shape).astype(np.float32)
+    expected = _lone_calls(costs)
+    for threads in (1, 3):
+        rows, cols = solve_assignments(costs, threads, solver)
+        assert np.array_equal(rows, expected[0]) and np.array_equal(cols, expected[1])
+        rows, cols = solve_assignments(torch.from_numpy(costs), threads, solver)  # host tensor
+        assert np.array_equal(rows, expected[0]) and np.array_equal(cols, expected[1])
+
+
+@pytest.mark.parametrize('solver', BACKENDS)
+@pytest.mark.parametrize('shape', [(6, 20, 20), (6, 20, 12), (4, 8, 15)])
+def test_every_backend_is_optimal_on_tied_costs(solver, shape):
+    """Integer costs tie: a backend may pick another optimum, never a worse one; every column
+    (or row) is used once, pairs sorted by column."""
+    costs = np.random.default_rng(1).integers(0, 3, shape).astype(np.float32)
+    expected = _lone_calls(costs)
+    rows, cols = solve_assignments(costs, 2, solver)
+    k = min(shape[1:])
+    assert rows.shape == cols.shape == (shape[0], k)
+    for c, r, col, (er, ec) in zip(costs, rows, cols, zip(*expected)):
+        assert np.all(np.diff(col) > 0) and len(set(r.tolist())) == k
+        assert c[r, col].sum() == c[er, ec].sum()
+
+
+@pytest.mark.parametrize('solver', BACKENDS)
+def test_every_backend_handles_empty_problems(solver):
+    rows, cols = solve_assignments(np.zeros((0, 5, 7)), 2, solver)
+    assert rows.shape == cols.shape == (0, 5)
+    rows, cols = solve_assignments(np.zeros((3, 5, 0)), 2, solver)
+    assert rows.shape == cols.shape == (3, 0)
+
+
+@pytest.mark.parametrize('shape', [(3, 7, 5), (3, 5, 7), (2, 6, 6), (0, 4, 4), (2, 4, 0)])
+def test_torch_linear_assignment_pairs_are_scipy_pairs_by_column(shape):
+    """The index conversion of the CUDA path, run on CPU tensors (the package's CPU path)."""
+    pytest.importorskip('torch_linear_assignment')
+    from mmdet_detrdistill.models.task_modules.assignment_backends import (
+        torch_linear_assignment_pairs,
+    )
+
+    costs = torch.rand(shape, generator=torch.Generator().manual_seed(0))
+    rows, cols = torch_linear_assignment_pairs(costs)
+    expected = _lone_calls(costs.numpy()) if shape[0] else (np.zeros((0, 4)),) * 2
+    assert np.array_equal(rows.numpy(), expected[0]) and np.array_equal(cols.numpy(), expected[1])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')
+def test_cuda_costs_stay_on_the_device_with_torch_linear_assignment(monkeypatch):
+    """CUDA costs are solved without a host copy and give scipy's pairs."""
+    pytest.importorskip('torch_linear_assignment')
+    costs = torch.rand(12, 90, 80, generator=torch.Generator().manual_seed(0))
+    expected = _lone_calls(costs.numpy())
+    rows, cols = solve_assignments(costs.cuda(), None, 'torch_linear_assignment')
+    assert rows.is_cuda and cols.is_cuda
+    assert np.array_equal(rows.cpu().numpy(), expected[0])
+    assert np.array_equal(cols.cpu().numpy(), expected[1])
+
+
+def test_unknown_solver_names_the_key():
+    with pytest.raises(ValueError, match=r'model\.matcher\.solver.*one of'):
+        MixMatcher(solver='hungarian')
+    with pytest.raises(ValueError, match='solver must be one of'):
+        solve_assignments(np.zeros((1, 3, 3)), 1, 'hungarian')
+
+
+@pytest.mark.parametrize(
+    ('solver', 'module', 'pip'),
+    [('lapx', 'lap', 'lapx'), ('torch_linear_assignment', 'torch_linear_assignment', 'torch-')],
+)
+def test_missing_package_says_how_to_install_it(monkeypatch, solver, module, pip):
+    from mmdet_detrdistill.models.task_modules import assignment_backends
+
+    real_import = importlib.import_module
+
+    def failing_import(name, *args, **kwargs):
+        if name == module:
+            raise ImportError(f'No module named {name!r}')
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(assignment_backends.importlib, 'import_module', failing_import)
+    with pytest.raises(ImportError, match=rf'model\.matcher\.solver.*pip install {pip}'):
+        MixMatcher(solver=solver)
+    assert MixMatcher().solver == 'scipy'  # the default needs no optional package
+
+
+@pytest.mark.parametrize('solver', BACKENDS)
+def test_matcher_solver_gives_scipy_pairs(solver, monkeypatch):
+    """``MixMatcher(solver=...)`` reaches ``solve_assignments`` and matches as scipy does."""
+    seen = []
+    real_solve = mix_matcher_module.solve_assignments
+    monkeypatch.setattr(
+        mix_matcher_module,
+        'solve_assignments',
+        lambda costs, threads, solver: seen.append(solver) or real_solve(costs, threads, solver),
+    )
+    metas = [dict(img_shape=(64, 80)), dict(img_shape=(128, 96))]
+    layers = _layers(3, 2, 110, 100, seed=4)
+    s_idx, t_idx = MixMatcher(solver=solver).adaptive_match_layers(*layers, metas)
+    assert seen == [solver]
+    monkeypatch.setattr(mix_matcher_module, 'solve_assignments', real_solve)
+    ref = MixMatcher().adaptive_match_layers(*layers, metas)
+    assert torch.equal(s_idx, ref[0]) and torch.equal(t_idx, ref[1])
+
+
+def test_solver_reaches_the_matchers_from_a_distiller_config():
+    """``model.matcher.solver`` (D3ETR) and ``model.logits_kd.matcher.solver`` (DETRDistill)
+    reach every matcher the distiller builds."""
+    pytest.importorskip('lap')
+    from mmengine.config import Config
+
+    from mmdet_detrdistill.models.task_modules import MixMatcher as Matcher
+
+    cfg = Config.fromfile('configs/d3etr/d3etr_tiny-t_tiny-s_1xb8-synth.py')
+    cfg.model.matcher.solver = 'lapx'
+    matchers = _built_matchers(cfg.model, Matcher)
+    assert matchers and all(m.solver == 'lapx' for m in matchers)
+    cfg = Config.fromfile('configs/detrdistill/detrdistill_tiny-t_tiny-s_1xb8-synth.py')
+    cfg.model.logits_kd = dict(
+        matcher=dict(type='MixMatcher', adaptive=True, fixed=False, solver='lapx')
+    )
+    matchers = _built_matchers(cfg.model, Matcher)
+    assert matchers and any(m.solver == 'lapx' for m in matchers)
+
+
+def _built_matchers(model_cfg, matcher_cls):
+    from mmdet.registry import MODELS
+
+    import mmdet_detrdistill  # noqa: F401  (registers the distillers)
+
+    model = MODELS.build(dict(model_cfg, allow_untrained_teacher=True))
+    return [v for m in model.modules() for v in vars(m).values() if isinstance(v, matcher_cls)]

@@ -3,7 +3,9 @@
 import os.path as osp
 import re
 import sys
+from types import SimpleNamespace
 
+import pytest
 import torch
 
 from mmdet_detrdistill.testing import make_batch, run_tool
@@ -68,6 +70,25 @@ def test_several_configs_give_one_summary_row_each():
     d3etr, oddetr = ([c.strip() for c in row.strip('|').split('|')] for row in rows)
     assert d3etr[6].endswith('%') and float(d3etr[6][:-1]) > 0
     assert oddetr[6] == '— (none)'  # OD-DETR matches no teacher predictions to the student's
+
+
+@pytest.mark.parametrize(
+    'config',
+    [
+        'configs/d3etr/d3etr_tiny-dino-t_tiny-dino-s_1xb8-synth.py',
+        'configs/detrdistill/detrdistill_tiny-dino-t_tiny-dino-s_1xb8-synth.py',
+    ],
+)
+def test_dino_rows_report_a_matching_share(config, monkeypatch):
+    """DINO beside the other families: the teacher-student matching of its queries is timed,
+    for D3ETR's adaptive matching and for DETRDistill's logits KD (in this process: the times
+    of the table's row, without its memory probes)."""
+    monkeypatch.setattr(benchmark_step_time, 'WARMUP', 0)
+    opts = SimpleNamespace(config=config, size=64, batch=1, iters=1, seed=0, solver_threads=None)
+    times = benchmark_step_time.measure_times(opts, torch.device('cpu'))
+    assert times['matching_calls'] > 0 and times['matching'] > 0
+    r = benchmark_step_time.ratios(times, dict(student=None, distill=None))
+    assert 0 < r['matching'] < 1 and benchmark_step_time._share(r).endswith('%')
 
 
 def test_bad_solver_threads_are_refused_before_any_work():

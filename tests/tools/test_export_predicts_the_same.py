@@ -11,7 +11,7 @@ import torch
 from mmdet.registry import MODELS
 from mmengine.config import Config
 
-from mmdet_detrdistill.testing import distiller_cfg, make_batch, tiny_detr_cfg
+from mmdet_detrdistill.testing import distiller_cfg, make_batch, tiny_detr_cfg, tiny_dino_cfg
 from mmdet_detrdistill.utils.export import export_student
 
 PLAIN_MMDET = textwrap.dedent(
@@ -37,6 +37,11 @@ PLAIN_MMDET = textwrap.dedent(
 )
 
 
+def _model_cfg(family):
+    """A tiny model of ``family`` (``'dino'``: mmdet's DINO-4scale, shrunk)."""
+    return tiny_dino_cfg() if family == 'dino' else tiny_detr_cfg(family)
+
+
 @pytest.mark.parametrize(
     'method, family',
     [
@@ -44,10 +49,12 @@ PLAIN_MMDET = textwrap.dedent(
         ('D3ETRDistiller', 'deformable-twostage'),
         ('DETRDistillDistiller', 'deformable'),
         ('ODDETRDistiller', 'dab'),  # the EMA teacher is in the checkpoint, not in the export
+        ('D3ETRDistiller', 'dino'),  # GroupDINO inside, mmdet's DINO exported
+        ('ODDETRDistiller', 'dino'),
     ],
 )
 def test_exported_student_predicts_what_the_distiller_predicted(method, family, tmp_path):
-    cfg = distiller_cfg(tiny_detr_cfg(family), tiny_detr_cfg(family), method=method)
+    cfg = distiller_cfg(_model_cfg(family), _model_cfg(family), method=method)
     cfg_text = Config(dict(model=cfg)).pretty_text
     model = MODELS.build(cfg)
     assert Config(dict(model=cfg)).pretty_text == cfg_text  # building left the config alone
@@ -60,7 +67,8 @@ def test_exported_student_predicts_what_the_distiller_predicted(method, family, 
                 p.add_(torch.randn_like(p) * 0.01)
     model.eval()
     # 160 px: enough encoder tokens for two-stage top-k proposals
-    shapes = ((3, 160, 160), (3, 160, 128)) if family.endswith('twostage') else None
+    two_stage = family.endswith('twostage') or family == 'dino'
+    shapes = ((3, 160, 160), (3, 160, 128)) if two_stage else None
     batch = make_batch(model, training=False, **({'image_shapes': shapes} if shapes else {}))
     with torch.no_grad():
         expected = model(**batch, mode='predict')

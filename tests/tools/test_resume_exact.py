@@ -17,6 +17,8 @@ CONFIGS = {
     ),
     # the EMA teacher must come back from the checkpoint, step count included
     'oddetr-conditional': 'configs/oddetr/oddetr_tiny-s_1xb8-synth.py',
+    # DINO's denoising queries draw their noise from the torch RNG: it must come back too
+    'd3etr-dino': 'configs/d3etr/d3etr_tiny-dino-t_tiny-dino-s_1xb8-synth.py',
 }
 
 

@@ -21,7 +21,7 @@ METHODS = {
 }
 
 
-@pytest.mark.parametrize('family', ['dab', 'deformable'])
+@pytest.mark.parametrize('family', ['dab', 'deformable', 'dino'])
 def test_quick_demo_runs_each_family(family, tmp_path):
     cmd = [
         sys.executable,

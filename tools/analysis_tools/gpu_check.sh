@@ -10,7 +10,7 @@
 # by gpu_check_fetch.sh on a machine with PyPI): the wheels of mmengine, mmdet, pycocotools and
 # their small needs, mmcv 2.1.0 built from its sdist with CUDA ops for sm_90 (falling back to a
 # CPU-ops build if that fails, so that the families without CUDA ops still run), and this package
-# (editable). Then runs gpu_check.py: per family (Conditional, DAB, Deformable) the real R50
+# (editable). Then runs gpu_check.py: per family (Conditional, DAB, Deformable, DINO) the real R50
 # student configs at 800 px, batch 2: student step, teacher forward and distill step of each
 # method with step and peak-memory ratios and matching share; one AMP step (fp16, bf16) of each
 # distiller; an exact-resume check. Every step is time-boxed inside --budget (default 480 s from
@@ -123,6 +123,12 @@ else
         "${PIP[@]}" --no-index --no-deps --no-build-isolation -e .
     step 'import mmcv.ops, mmdet, mmdet_detrdistill' "$(min 60 "$(left)")" \
         "$PY" -c 'import mmcv.ops, mmdet, mmdet_detrdistill'
+fi
+
+if [ "$DEVICE" = cuda ]; then  # Hungarian solvers at 900 queries, CPU vs CUDA (issue 22, item 4)
+    step 'benchmark_matching (cuda)' "$(min 120 "$(($(left) - 240))")" \
+        "$PY" tools/analysis_tools/benchmark_matching.py --device cuda --sizes 900 \
+        --repeats 2 --out "$OUT/matching.md"
 fi
 
 # the checks, until 10 s before the budget ends (the tables are written after)

@@ -22,6 +22,7 @@ WHEELS=(
     mmengine==0.10.7 mmdet==3.3.0 pycocotools shapely terminaltables  # mmdet's needs
     addict termcolor yapf platformdirs  # mmengine's and mmcv's (yapf: platformdirs)
     'setuptools<82'
+    lapx torch-linear-assignment  # batched Hungarian solvers (benchmark_matching.py)
 )
 $PY -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 \
     --implementation cp "${PLATFORMS[@]}" -d "$DIR" "${WHEELS[@]}"

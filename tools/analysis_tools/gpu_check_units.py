@@ -44,7 +44,7 @@ REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 sys.path.insert(0, osp.join(REPO, 'tools', 'analysis_tools'))  # benchmark_step_time
 
 METHODS = ('d3etr', 'detrdistill', 'oddetr')
-# family -> method -> config: the real R50 students (R101 teachers), and the tiny ones
+# family -> method -> config: the real R50 students (R101 teachers; DINO: Swin-L), and the tiny ones
 REAL_CONFIGS = {
     'conditional': {
         'd3etr': 'configs/d3etr/d3etr_cond-detr-r101_cond-detr-r50_8xb2-50e_coco.py',
@@ -68,6 +68,13 @@ REAL_CONFIGS = {
         ),
         'oddetr': 'configs/oddetr/oddetr_deformable-detr-r50_16xb2-50e_coco.py',
     },
+    'dino': {  # mmdet's DINO-4scale R50 student; D3ETR and DETRDistill: Swin-L 5-scale teacher
+        'd3etr': 'configs/d3etr/d3etr_dino-5scale-swin-l_dino-4scale-r50_8xb2-12e_coco.py',
+        'detrdistill': (
+            'configs/detrdistill/detrdistill_dino-5scale-swin-l_dino-4scale-r50_8xb2-12e_coco.py'
+        ),
+        'oddetr': 'configs/oddetr/oddetr_dino-4scale-r50_8xb2-12e_coco.py',
+    },
 }
 TINY_CONFIGS = {
     'conditional': {
@@ -86,6 +93,11 @@ TINY_CONFIGS = {
             'configs/detrdistill/detrdistill_tiny-deformable-t_tiny-deformable-s_1xb8-synth.py'
         ),
         'oddetr': 'configs/oddetr/oddetr_tiny-deformable-s_1xb8-synth.py',
+    },
+    'dino': {
+        'd3etr': 'configs/d3etr/d3etr_tiny-dino-t_tiny-dino-s_1xb8-synth.py',
+        'detrdistill': 'configs/detrdistill/detrdistill_tiny-dino-t_tiny-dino-s_1xb8-synth.py',
+        'oddetr': 'configs/oddetr/oddetr_tiny-dino-s_1xb8-synth.py',
     },
 }
 CONFIG_SETS = {'real': REAL_CONFIGS, 'tiny': TINY_CONFIGS}

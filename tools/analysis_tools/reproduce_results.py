@@ -42,6 +42,11 @@ REAL_DEFORMABLE = (
     '_deformable-detr-r101_deformable-detr-r50_16xb2-50e_coco.py '
     'configs/oddetr/oddetr_deformable-detr-r50_16xb2-50e_coco.py'
 )
+REAL_DINO = (  # mmdet's DINO-4scale R50 student; D3ETR and DETRDistill: Swin-L 5-scale teacher
+    'configs/{d3etr/d3etr,detrdistill/detrdistill}'
+    '_dino-5scale-swin-l_dino-4scale-r50_8xb2-12e_coco.py '
+    'configs/oddetr/oddetr_dino-4scale-r50_8xb2-12e_coco.py'
+)
 REAL_COND = (
     'configs/{d3etr/d3etr,detrdistill/detrdistill}_cond-detr-r101_cond-detr-r50_8xb2-50e_coco.py'
 )
@@ -132,6 +137,12 @@ STEPS: List[Step] = [
         'cost-320',
         'Training cost: real configs, 320 px',
         f'{STEP_TIME} {REAL_COND_DAB} {REAL_DEFORMABLE} --size 320 --batch 2 --iters 3 --threads 1',
+        'its log (summary table)',
+    ),
+    Step(
+        'cost-320-dino',
+        'Training cost: DINO, 320 px',
+        f'{STEP_TIME} {REAL_DINO} --size 320 --batch 2 --iters 3 --threads 1',
         'its log (summary table)',
     ),
     Step(

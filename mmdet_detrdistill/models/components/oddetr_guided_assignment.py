@@ -1,4 +1,4 @@
-"""OD-DETR, Sec. 3.2: the student's own GT assignment, guided by the teacher's matching cost."""
+"""OD-DETR (arXiv 2406.05791), Sec. 3.2: the student's GT assignment, guided by the teacher."""
 
 from typing import Dict, List, Optional
 

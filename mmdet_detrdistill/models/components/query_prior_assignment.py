@@ -1,4 +1,4 @@
-"""DETRDistill's query-prior assignment: teacher queries in the student, teacher's assignment."""
+"""DETRDistill (arXiv 2211.10156), Sec. 3.4: query-prior assignment (teacher queries, matching)."""
 
 from typing import Dict, List, Optional, Union
 

@@ -130,16 +130,25 @@ class TargetAwareFeatureKD(DistillComponent):
         return mask / mask.flatten(1).amax(1)[:, None, None]
 
     def _paired_levels(self, t_feats: Sequence[Tensor], s_feats: Sequence[Tensor]):
+        """The student's levels, each with the teacher's level of the same size.
+
+        One to one when the layouts are equal. A teacher with more levels, all
+        extra ones finer (e.g. DINO Swin-L 5-scale, strides 4-64, teaching DINO
+        R50 4-scale, strides 8-64), pairs its last (coarsest) levels, if their
+        sizes are the student's.
+        """
         t_sizes = [tuple(f.shape[-2:]) for f in t_feats]
         s_sizes = [tuple(f.shape[-2:]) for f in s_feats]
-        if t_sizes != s_sizes:
+        n = len(s_sizes)
+        if n > len(t_sizes) or t_sizes[len(t_sizes) - n :] != s_sizes:
             raise ValueError(
                 'TargetAwareFeatureKD pairs neck levels one to one: teacher levels '
                 f'{t_sizes} and student levels {s_sizes} differ. Use the same neck layout '
-                '(strides, number of outputs) in both, or switch the feature component off '
+                '(strides, number of outputs) in both (a teacher may have extra, finer levels '
+                'first), or switch the feature component off '
                 f'({self.config_keys.switch_off}).'
             )
-        return list(t_feats), list(s_feats)
+        return list(t_feats[len(t_feats) - n :]), list(s_feats)
 
     def extra_repr(self) -> str:
         return f'{super().extra_repr()}, topk={self.topk}, loss_weight={self.loss_weight}'

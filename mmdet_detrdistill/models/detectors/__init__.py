@@ -9,6 +9,7 @@ from ..common import OWN_GROUP
 from .group_conditional_detr import GroupConditionalDETR
 from .group_dab_detr import GroupDABDETR
 from .group_deformable_detr import GroupDeformableDETR
+from .group_dino import GroupDINO
 from .query_group_mixin import QueryGroupMixin
 
 # mmdet detector type -> our subclass with query groups (same parameters).
@@ -16,6 +17,7 @@ GROUP_DETECTORS: Dict[str, str] = {
     'ConditionalDETR': 'GroupConditionalDETR',
     'DABDETR': 'GroupDABDETR',
     'DeformableDETR': 'GroupDeformableDETR',
+    'DINO': 'GroupDINO',
 }
 
 
@@ -49,6 +51,7 @@ __all__ = [
     'GroupConditionalDETR',
     'GroupDABDETR',
     'GroupDeformableDETR',
+    'GroupDINO',
     'OWN_GROUP',
     'QueryGroupMixin',
     'to_group_detector_cfg',

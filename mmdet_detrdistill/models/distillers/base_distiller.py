@@ -15,8 +15,9 @@ from ...utils.checkpoint import load_weights_strictly
 from ...utils.finite import check_finite_loss, check_finite_weights
 from ..common import OWN_GROUP, DecoderOutputs, QueryGroup
 from ..components.config_keys import ComponentKeys
-from ..detectors import QueryGroupMixin, to_group_detector_cfg
+from ..detectors import GroupDINO, QueryGroupMixin, to_group_detector_cfg
 from ..layers import AttentionRecorder
+from ..layers.dino_head_losses import dino_head_gt_losses
 from ..layers.head_losses import head_gt_losses
 from ..task_modules import RecordingAssigner, layer_match_instability
 from .components_builder import build_components, unique_query_groups
@@ -304,9 +305,11 @@ class DETRDistillerBase(BaseDetector):
         A component may give the assigner of each image for every decoder
         layer (OD-DETR's teacher-guided assignment,
         :meth:`DistillComponent.gt_assigners`); otherwise it is the head's.
-        Two-stage encoder proposals (Deformable DETR, training) always use the
-        head's own assigner. The losses, their keys and their order are
-        mmdet's (:func:`head_gt_losses`). With ``log_match_instability``,
+        Two-stage encoder proposals (Deformable DETR, DINO; training) always
+        use the head's own assigner. The losses, their keys and their order
+        are mmdet's (:func:`head_gt_losses`); a DINO student adds mmdet's
+        denoising losses on its DN queries (:func:`dino_head_gt_losses`).
+        With ``log_match_instability``,
         ``layer_match_instability`` (not a loss) is the fraction of GT boxes
         whose matched query changes between consecutive decoder layers (not
         OD-DETR's instability, which is across epochs:
@@ -330,15 +333,15 @@ class DETRDistillerBase(BaseDetector):
                 enc_cls_scores=outputs.head_inputs.get('enc_outputs_class'),
                 enc_bbox_preds=outputs.head_inputs.get('enc_outputs_coord'),
             )
-        losses = head_gt_losses(
-            head,
-            cls_scores,
-            bbox_preds,
-            [s.gt_instances for s in batch_data_samples],
-            metas,
-            layer_assigners,
-            **enc,
-        )
+        gts = [s.gt_instances for s in batch_data_samples]
+        args = (head, cls_scores, bbox_preds, gts, metas, layer_assigners)
+        if isinstance(self.student, GroupDINO):  # + mmdet's DN losses, class-aware proposals
+            denoising = self.student.denoising_outputs(
+                outputs.cls_scores, outputs.bbox_preds, outputs.head_inputs
+            )
+            losses = dino_head_gt_losses(*args, **enc, denoising=denoising)
+        else:
+            losses = head_gt_losses(*args, **enc)
         if self.log_match_instability:
             results = [r for layer in layer_assigners for rec in layer for r in rec.results]
             losses['layer_match_instability'] = layer_match_instability(results, num_layers, bs)

@@ -1,6 +1,7 @@
 """Layers: query groups, their attention masks or folding, and attention recording."""
 
 from .attention_recorder import AttentionRecorder
+from .dino_self_attn_mask import build_dino_self_attn_mask
 from .folded_self_attention import (
     FoldedGroupLayout,
     GroupSelfAttentionMixin,
@@ -21,6 +22,7 @@ from .group_deformable_detr_decoder import (
     GroupDeformableDetrTransformerDecoder,
     GroupDeformableDetrTransformerDecoderLayer,
 )
+from .group_dino_decoder import GroupDinoTransformerDecoder
 from .query_groups import (
     build_group_self_attn_mask,
     build_padded_group_self_attn_mask,
@@ -38,7 +40,9 @@ __all__ = [
     'GroupDABDetrTransformerDecoderLayer',
     'GroupDeformableDetrTransformerDecoder',
     'GroupDeformableDetrTransformerDecoderLayer',
+    'GroupDinoTransformerDecoder',
     'GroupSelfAttentionMixin',
+    'build_dino_self_attn_mask',
     'build_group_self_attn_mask',
     'build_padded_group_self_attn_mask',
     'can_fold',

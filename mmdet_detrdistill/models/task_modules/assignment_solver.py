@@ -11,14 +11,25 @@ the step waits on these solves). The default is therefore that share: the CPUs t
 run on, divided by the processes on this node (``LOCAL_WORLD_SIZE``, set by ``torchrun``).
 While the pool works, the calling thread only waits, so the process never runs more threads
 than that.
+
+Which solver: ``solver='scipy'`` (default), ``'lapx'`` or ``'torch_linear_assignment'``, see
+``assignment_backends``.
 """
 
 import os
 from concurrent.futures import ThreadPoolExecutor
-from typing import Optional, Tuple
+from typing import Optional, Tuple, Union
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
+from torch import Tensor
+
+from .assignment_backends import (
+    check_solver,
+    lapx_pairs,
+    torch_linear_assignment_pairs,
+    uses_device_costs,
+)
 
 # Smaller matrices are solved serially: starting a pool (0.6-0.9 ms for 2 threads here) costs
 # more than it saves (uniform random 30 x 30: 16 solves take 0.2 ms serially, 1.3 ms on 2
@@ -52,32 +63,45 @@ def check_solver_threads(threads: Optional[int], where: str) -> Optional[int]:
 
 
 def solve_assignments(
-    costs: np.ndarray, threads: Optional[int] = None
+    costs: Union[np.ndarray, Tensor], threads: Optional[int] = None, solver: str = 'scipy'
 ) -> Tuple[np.ndarray, np.ndarray]:
-    """scipy's Hungarian solver on each (Ns, Nt) matrix of ``costs`` (N, Ns, Nt).
+    """The Hungarian assignment of each (Ns, Nt) matrix of ``costs`` (N, Ns, Nt).
 
     Args:
-        costs (np.ndarray): N independent cost matrices, finite.
+        costs (np.ndarray | Tensor): N independent cost matrices, finite. A
+            Tensor is copied to the host, except a CUDA one solved by
+            ``'torch_linear_assignment'``.
         threads (int, optional): At most this many solves at once; None: this
             process's share of the CPUs (:func:`default_solver_threads`).
             Matrices of fewer than ``MIN_THREADED_ENTRIES`` entries are solved
             serially. Each result is that of a lone call, whatever the threads.
+        solver (str): ``'scipy'``, ``'lapx'`` or ``'torch_linear_assignment'``
+            (see ``assignment_backends``). Defaults to ``'scipy'``.
 
     Returns:
         tuple[np.ndarray, np.ndarray]: Row and column indices, (N, K) each with
-        K = min(Ns, Nt), every matrix's pairs sorted by column.
+        K = min(Ns, Nt), every matrix's pairs sorted by column; Tensors on the
+        costs' device where the costs stayed there.
     """
+    check_solver(solver, 'solve_assignments')
+    if isinstance(costs, Tensor):
+        if uses_device_costs(solver, costs):
+            return torch_linear_assignment_pairs(costs)
+        costs = costs.detach().cpu().numpy()
+    k = min(costs.shape[1:])
+    if not len(costs) or not k:
+        empty = np.zeros((len(costs), k), dtype=np.int64)
+        return empty, empty.copy()
     workers = min(len(costs), threads or default_solver_threads())
-    small = costs[0].size < MIN_THREADED_ENTRIES if len(costs) else True
-    if workers <= 1 or small:
+    if costs[0].size < MIN_THREADED_ENTRIES:
+        workers = 1
+    if solver == 'lapx':
+        return lapx_pairs(costs, workers)
+    if workers <= 1:
         pairs = [_solve_one(c) for c in costs]
     else:
         with ThreadPoolExecutor(workers, thread_name_prefix='assignment_solver') as pool:
             pairs = list(pool.map(_solve_one, costs))
-    k = min(costs.shape[1:])
-    if not pairs:
-        empty = np.zeros((0, k), dtype=np.int64)
-        return empty, empty.copy()
     return np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
 
 

@@ -1,0 +1,25 @@
+# DETRDistill: MMDetection's published DINO-5scale Swin-L (57.2 AP, 12 epochs, model zoo) ->
+# DINO-4scale R50 student (mmdet's own config, 49.0 AP alone), 12 epochs. The teacher is mmdet's
+# own config; its checkpoint is the `Weights` URL of mmdet's configs/dino/metafile.yml, downloaded
+# once into the cache load_from uses. Components and weights are DETRDistillDistiller's defaults.
+# The student keeps mmdet's denoising queries and losses; distillation reads its 900 matching
+# queries only, and the query-prior group (the teacher's selected top-k proposals with its
+# content queries) runs isolated from them.
+# Teacher and student differ in their feature levels: Swin-L 5-scale (strides 4-64) against R50
+# 4-scale (strides 8-64). The feature distillation pairs the student's four levels with the
+# teacher's last four (same strides); the teacher's extra stride-4 level is not distilled.
+# Train: tools/dist_train.sh configs/detrdistill/<this file> 8
+_base_ = [
+    'mmdet::dino/dino-4scale_r50_8xb2-12e_coco.py',
+    '../_base_/distill_runtime.py',
+]
+custom_imports = dict(imports=['mmdet_detrdistill'], allow_failed_imports=False)
+default_hooks = dict(checkpoint=dict(type='AtomicCheckpointHook'))  # kill-safe saves
+
+model = dict(
+    _delete_=True,
+    type='DETRDistillDistiller',
+    student={{_base_.model}},
+    teacher='mmdet::dino/dino-5scale_swin-l_8xb2-12e_coco.py',
+    teacher_ckpt='https://download.openmmlab.com/mmdetection/v3.0/dino/dino-5scale_swin-l_8xb2-12e_coco/dino-5scale_swin-l_8xb2-12e_coco_20230228_072924-a654145f.pth',  # noqa: E501
+)

@@ -1,0 +1,27 @@
+# OD-DETR on the embedded default (DINO): the tiny student and its own EMA teacher.
+# The student keeps mmdet's denoising queries and losses; the initial-query and auxiliary
+# groups run isolated from them. The EMA teacher runs in eval mode (no denoising queries).
+_base_ = [
+    '../embedded/dino_tiny-student_1xb8-synth.py',
+    '../_base_/distill_runtime.py',
+]
+custom_imports = dict(imports=['mmdet_detrdistill'], allow_failed_imports=False)
+default_hooks = dict(checkpoint=dict(type='AtomicCheckpointHook'))  # kill-safe saves
+
+model = dict(
+    _delete_=True,
+    type='ODDETRDistiller',
+    student={{_base_.model}},
+    ema=dict(type='ExpMomentumEMA', momentum=1e-3, gamma=100),
+    guided_assignment=dict(type='ODDETRGuidedAssignment', alpha=0.5),
+    # class scores only (box terms collapse against an EMA of the student, see ODDETRDistiller)
+    init_query=dict(type='InitialQueryKD', losses=dict(loss_bbox=None, loss_iou=None)),
+    aux_groups=dict(type='AuxiliaryQueryGroups', num_per_gt=2),
+)
+
+# the optimizer leaves the frozen EMA teacher out (no warning per teacher parameter)
+optim_wrapper = dict(constructor='StudentOptimWrapperConstructor')
+custom_hooks = [
+    *_base_.custom_hooks,
+    dict(type='MatchInstabilityHook', num_images=64, interval=125),
+]

@@ -1,0 +1,78 @@
+"""Optional batched Hungarian solvers behind ``solve_assignments(..., solver=...)``.
+
+Issue 22, item 4: at DINO's 900 queries a step solves 12 matrices of 900 x 900. Measured in
+docs/reports/2026-11-30_matching_900.md: scipy about 90 ms a solve on match costs (loaded
+2-CPU host); lapx's ``lapjvr_batch`` 2.2-3.3x faster with the same pairs; torch-linear-
+assignment has a batched CUDA (Triton) kernel, so costs on a GPU need no host copy.
+
+* ``'scipy'``: ``scipy.optimize.linear_sum_assignment`` on host threads (the default, no
+  extra package).
+* ``'lapx'``: ``lap.lapjvr_batch`` (``pip install lapx``), exact, CPU, on the same threads.
+* ``'torch_linear_assignment'``: ``batch_linear_assignment`` (``pip install
+  torch-linear-assignment``) on CUDA cost tensors; costs on the CPU go to ``'scipy'``.
+
+All three return an optimal assignment. Where the optimum is unique (continuous match
+costs), the pairs are scipy's; where costs tie, another solver may return a different
+assignment of the same total cost.
+"""
+
+import importlib
+from types import ModuleType
+from typing import Tuple
+
+import numpy as np
+import torch
+from torch import Tensor
+
+SOLVERS = ('scipy', 'lapx', 'torch_linear_assignment')
+_MODULES = {'lapx': 'lap', 'torch_linear_assignment': 'torch_linear_assignment'}
+_PIP = {'lapx': 'lapx', 'torch_linear_assignment': 'torch-linear-assignment'}
+
+
+def check_solver(solver: str, where: str) -> str:
+    """``solver`` if it is known and its package imports; a ValueError or ImportError naming
+    ``where``'s ``solver`` key and what to do otherwise."""
+    if solver not in SOLVERS:
+        raise ValueError(f'{where}: solver must be one of {SOLVERS}; got {solver!r}')
+    if solver in _MODULES:
+        backend_module(solver, where)
+    return solver
+
+
+def backend_module(solver: str, where: str = 'solve_assignments') -> ModuleType:
+    """The package of an optional ``solver``, or an ImportError saying how to install it."""
+    try:
+        return importlib.import_module(_MODULES[solver])
+    except ImportError as err:
+        raise ImportError(
+            f'{where}: solver={solver!r} needs the optional package {_PIP[solver]!r}: '
+            f"`pip install {_PIP[solver]}`, or set solver='scipy'"
+        ) from err
+
+
+def uses_device_costs(solver: str, costs: Tensor) -> bool:
+    """Whether ``solver`` solves ``costs`` where they are (no host copy)."""
+    return solver == 'torch_linear_assignment' and costs.is_cuda
+
+
+def lapx_pairs(costs: np.ndarray, threads: int) -> Tuple[np.ndarray, np.ndarray]:
+    """``lap.lapjvr_batch`` on (N, Ns, Nt) costs; (N, K) rows and columns, sorted by column."""
+    lap = backend_module('lapx')
+    rows, cols = lap.lapjvr_batch(costs, extend_cost=True, return_cost=False, n_threads=threads)
+    order = [c.argsort() for c in cols]
+    return (
+        np.stack([r[o] for r, o in zip(rows, order)]),
+        np.stack([c[o] for c, o in zip(cols, order)]),
+    )
+
+
+def torch_linear_assignment_pairs(costs: Tensor) -> Tuple[Tensor, Tensor]:
+    """``batch_linear_assignment`` on (N, Ns, Nt) costs, on their device; (N, K) rows and
+    columns sorted by column, K = min(Ns, Nt)."""
+    tla = backend_module('torch_linear_assignment')
+    n, ns, nt = costs.shape
+    col_of_row = tla.batch_linear_assignment(costs)  # (N, Ns), -1 where a row is unassigned
+    rows = torch.arange(ns, device=costs.device).expand(n, -1)
+    key = torch.where(col_of_row >= 0, col_of_row, nt + rows)  # unassigned rows last
+    order = key.argsort(dim=1)[:, : min(ns, nt)]  # (N, K)
+    return order, col_of_row.gather(1, order)
