@@ -1,7 +1,8 @@
 """Every loss of every config equals the reference saved before the issue-21 refactor.
 
 The reference (``tests/data/loss_reference.json``) was computed on commit b543a27, before the
-data flow was made explicit (the tiny DINO configs were added when DINO landed), with ``python -m mmdet_detrdistill.testing.loss_reference OUT``:
+data flow was made explicit (the tiny DINO configs were added when DINO landed), with
+``python -m mmdet_detrdistill.testing.loss_reference OUT``:
 one training-mode forward per config, dropout off, weights set from parameter names, a fixed
 batch. A change that is meant to keep behaviour (a refactor) must keep every value within
 ``RTOL``/``ATOL``. A change that is meant to change a loss regenerates the file with the same
