@@ -1,6 +1,6 @@
 """Every loss of every config equals the reference saved before the issue-21 refactor.
 
-The reference (``tests/data/loss_reference.json``) was computed on commit b543a27, before the
+The reference (``tests/fixtures/loss_reference.json``) was computed on commit b543a27, before the
 data flow was made explicit (the tiny DINO configs were added when DINO landed), with
 ``python -m mmdet_detrdistill.testing.loss_reference OUT``:
 one training-mode forward per config, dropout off, weights set from parameter names, a fixed
@@ -16,7 +16,7 @@ import pytest
 
 from mmdet_detrdistill.testing.loss_reference import config_losses, differences
 
-REFERENCE = osp.join(osp.dirname(osp.dirname(__file__)), 'data', 'loss_reference.json')
+REFERENCE = osp.join(osp.dirname(osp.dirname(__file__)), 'fixtures', 'loss_reference.json')
 with open(REFERENCE) as f:
     LOSSES = json.load(f)['losses']
 
