@@ -76,7 +76,22 @@ def fill_by_name(module: nn.Module) -> None:
 
 
 def config_losses(config: str, root: str = REPO_ROOT) -> Dict[str, float]:
-    """The loss dict (floats) of one training forward of ``config`` on the fixed batch."""
+    """The loss dict (floats) of one training forward of ``config`` on the fixed batch.
+
+    Runs on one intra-op thread: with two, float sums are ordered differently, and a
+    near-tie in a Hungarian matching can then pick other pairs (measured: D3ETR's
+    self-attention losses 1% apart on ``d3etr_deformable-detr-r101_cond-detr-r50``, with
+    the code before and after the issue-21 refactor alike).
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _config_losses(config, root)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _config_losses(config: str, root: str) -> Dict[str, float]:
     model = MODELS.build(smoke_model_cfg(osp.join(root, config)))
     model.init_weights()
     fill_by_name(model)
