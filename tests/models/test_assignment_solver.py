@@ -156,6 +156,7 @@ def test_adaptive_component_matches_every_layer_pair_in_one_call(monkeypatch):
 
 BACKENDS = [
     'scipy',
+    'auto',
     pytest.param('lapx', marks=pytest.mark.skipif(not _has('lap'), reason='lapx not installed')),
     pytest.param(
         'torch_linear_assignment',
@@ -226,6 +227,58 @@ def test_cuda_costs_stay_on_the_device_with_torch_linear_assignment(monkeypatch)
     assert rows.is_cuda and cols.is_cuda
     assert np.array_equal(rows.cpu().numpy(), expected[0])
     assert np.array_equal(cols.cpu().numpy(), expected[1])
+
+
+@pytest.mark.parametrize('cuda_costs', [False, True])
+@pytest.mark.parametrize('have_lapx', [False, True])
+@pytest.mark.parametrize('have_tla', [False, True])
+def test_auto_picks_per_device_among_installed_packages(
+    monkeypatch, cuda_costs, have_lapx, have_tla
+):
+    """'auto': CUDA costs stay on the GPU with torch-linear-assignment when installed; otherwise
+    the host solves them, with lapx when installed, else scipy. Other names mean themselves."""
+    from mmdet_detrdistill.models.task_modules import assignment_backends as backends
+
+    have = {'lapx': have_lapx, 'torch_linear_assignment': have_tla}
+    monkeypatch.setattr(backends, 'installed', lambda solver: have[solver])
+    chosen = backends.resolve_solver('auto', cuda_costs)
+    if cuda_costs and have_tla:
+        assert chosen == 'torch_linear_assignment'
+    else:
+        assert chosen == ('lapx' if have_lapx else 'scipy')
+    for name in ('scipy', 'lapx', 'torch_linear_assignment'):
+        assert backends.resolve_solver(name, cuda_costs) == name
+    host = torch.zeros(1, 2, 2)
+    assert not backends.uses_device_costs('auto', host)  # host costs never count as on-device
+
+
+def test_auto_needs_no_optional_package(monkeypatch):
+    """Without lapx and torch-linear-assignment, 'auto' builds and solves with scipy."""
+    from mmdet_detrdistill.models.task_modules import assignment_backends as backends
+
+    monkeypatch.setattr(backends, 'installed', lambda solver: False)
+    seen = []
+    real = solver_module.linear_sum_assignment
+    monkeypatch.setattr(solver_module, 'linear_sum_assignment', lambda c: seen.append(1) or real(c))
+    costs = np.random.default_rng(0).random((3, 20, 20)).astype(np.float32)
+    rows, cols = solve_assignments(costs, 1, 'auto')
+    assert len(seen) == 3
+    assert np.array_equal(cols, _lone_calls(costs)[1])
+
+
+def test_auto_choice_is_logged_once(monkeypatch):
+    from mmdet_detrdistill.models.task_modules import mix_matcher as mm
+
+    logged = []
+    monkeypatch.setattr(mm, 'print_log', lambda msg, logger=None: logged.append(msg))
+    matcher = MixMatcher(solver='auto')
+    layers = _layers(2, 2, 12, 10)
+    metas = [dict(img_shape=(64, 80))] * 2
+    for _ in range(3):
+        matcher.adaptive_match_layers(*layers, metas)
+    assert len(logged) == 1 and "solver='auto' solves cpu costs with" in logged[0]
+    MixMatcher(solver='scipy').adaptive_match_layers(*layers, metas)
+    assert len(logged) == 1
 
 
 def test_unknown_solver_names_the_key():

@@ -65,3 +65,19 @@ def test_summary_table_rows_and_gain_over_baseline():
 @pytest.mark.parametrize('values', [[0.0, 0.0], [0.031, 0.031, 0.031]])
 def test_equal_seeds_have_zero_spread(values):
     assert spread(values).endswith('± 0.0')
+
+
+def test_variants_parse_and_bad_ones_say_the_form(monkeypatch, capsys):
+    """``--variant METHOD LABEL KEY=VALUE ...`` adds a student; a malformed one is refused with
+    the expected form; ``--methods`` with no name leaves the baseline and the variants."""
+    from benchmark_accuracy import parse_args
+
+    argv = ['x', '--methods', '--variant', 'd3etr', 'top10', 'model.matcher.teacher_topk=10']
+    monkeypatch.setattr(sys, 'argv', argv)
+    args = parse_args()
+    assert args.methods == [] and args.variant == [['d3etr', 'top10', argv[-1]]]
+    for bad in (['d3etr', 'top10'], ['nope', 'x', 'a=1'], ['d3etr', 'x', 'no-equals']):
+        monkeypatch.setattr(sys, 'argv', ['x', '--variant', *bad])
+        with pytest.raises(SystemExit):
+            parse_args()
+        assert 'expected METHOD LABEL KEY=VALUE' in capsys.readouterr().err

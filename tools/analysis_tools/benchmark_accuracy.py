@@ -2,13 +2,16 @@
 
     python tools/analysis_tools/benchmark_accuracy.py [--families conditional]
         [--methods d3etr detrdistill oddetr] [--seeds 0 1 2] [--work-dir work_dirs/accuracy]
-        [--quick]
+        [--variant METHOD LABEL KEY=VALUE [KEY=VALUE ...]] [--quick]
 
 On the generated dataset of the embedded default, for each family: one teacher (seed 0, as in
 ``tools/run_demo.py``, whose finished stages are reused), then for every seed the student alone
 and with each method, all on the same schedule. Every run is evaluated with mmdet's CocoMetric
 at four points of its schedule; the *short* schedule is the evaluation at half the iterations
-(before the learning-rate step at 80%), the *long* one the end of the run. Writes to WORK_DIR:
+(before the learning-rate step at 80%), the *long* one the end of the run. ``--variant`` adds a
+row: METHOD's config with config options, e.g. ``--variant d3etr top10
+model.matcher.teacher_topk=10`` (``--methods`` with no name: the baseline and variants only).
+Writes to WORK_DIR:
 
 * ``accuracy.md``: mean and spread (sample std over seeds) of COCO AP / AP50 / AP75 / AP_s /
   AP_m / AP_l per family x method x schedule, with the teacher's AP;
@@ -39,13 +42,28 @@ NUM_EVALS = 4
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--families', nargs='+', choices=sorted(FAMILIES), default=['conditional'])
-    parser.add_argument('--methods', nargs='+', choices=sorted(METHODS), default=sorted(METHODS))
+    parser.add_argument('--methods', nargs='*', choices=sorted(METHODS), default=sorted(METHODS))
     parser.add_argument('--seeds', nargs='+', type=int, default=[0, 1, 2])
     parser.add_argument('--iters', type=int, help="student schedule (default: the demo's)")
     parser.add_argument('--work-dir', default='work_dirs/accuracy')
     parser.add_argument('--data-root', default='data/synth_coco', help='generated dataset')
+    parser.add_argument(
+        '--variant',
+        nargs='+',
+        action='append',
+        default=[],
+        metavar='METHOD LABEL KEY=VALUE',
+        help="one more student: METHOD's config with these config options, row 'METHOD-LABEL'",
+    )
     parser.add_argument('--quick', action='store_true', help='smoke run: tiny data and schedule')
-    return parser.parse_args()
+    args = parser.parse_args()
+    for variant in args.variant:
+        if len(variant) < 3 or variant[0] not in METHODS or not all('=' in o for o in variant[2:]):
+            parser.error(
+                f'--variant {" ".join(variant)}: expected METHOD LABEL KEY=VALUE [KEY=VALUE ...] '
+                f'with METHOD one of {sorted(METHODS)}'
+            )
+    return args
 
 
 def evaluations(log_file: str) -> Dict[int, Dict[str, float]]:
@@ -149,10 +167,13 @@ def main() -> None:
         fam_dir = osp.join(args.work_dir, family)
         runs[family] = {}
         students = [('baseline', student_cfg, [])]
-        for method in args.methods:
+        for method, label, options in [(m, None, []) for m in args.methods] + [
+            (v[0], v[1], v[2:]) for v in args.variant
+        ]:
             row, needs_teacher, configs = METHODS[method]
             ckpt = [f'model.teacher_ckpt={teacher["checkpoint"]}'] if needs_teacher else []
-            students.append((row.replace(' student', ''), configs[family], ckpt))
+            name = row.replace(' student', '') + (f'-{label}' if label else '')
+            students.append((name, configs[family], ckpt + options))
         for name, config, extra in students:
             runs[family][name] = {}
             for seed in args.seeds:

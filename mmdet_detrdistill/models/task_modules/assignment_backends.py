@@ -10,12 +10,17 @@ assignment has a batched CUDA (Triton) kernel, so costs on a GPU need no host co
 * ``'lapx'``: ``lap.lapjvr_batch`` (``pip install lapx``), exact, CPU, on the same threads.
 * ``'torch_linear_assignment'``: ``batch_linear_assignment`` (``pip install
   torch-linear-assignment``) on CUDA cost tensors; costs on the CPU go to ``'scipy'``.
+* ``'auto'``: chosen per device where the costs are, among the installed packages
+  (:func:`resolve_solver`): CUDA costs ``'torch_linear_assignment'`` (no host copy), host costs
+  ``'lapx'`` (the fastest exact CPU solver measured), else ``'scipy'``. The CUDA choice is not
+  measured yet: the GPU check (``tools/analysis_tools/gpu_check.sh``) times it.
 
 All three return an optimal assignment. Where the optimum is unique (continuous match
 costs), the pairs are scipy's; where costs tie, another solver may return a different
 assignment of the same total cost.
 """
 
+import functools
 import importlib
 from types import ModuleType
 from typing import Tuple
@@ -24,7 +29,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-SOLVERS = ('scipy', 'lapx', 'torch_linear_assignment')
+SOLVERS = ('auto', 'scipy', 'lapx', 'torch_linear_assignment')
 _MODULES = {'lapx': 'lap', 'torch_linear_assignment': 'torch_linear_assignment'}
 _PIP = {'lapx': 'lapx', 'torch_linear_assignment': 'torch-linear-assignment'}
 
@@ -50,9 +55,35 @@ def backend_module(solver: str, where: str = 'solve_assignments') -> ModuleType:
         ) from err
 
 
+@functools.cache
+def installed(solver: str) -> bool:
+    """Whether the optional package of ``solver`` imports (checked once per process)."""
+    try:
+        importlib.import_module(_MODULES[solver])
+    except ImportError:
+        return False
+    return True
+
+
+def resolve_solver(solver: str, cuda_costs: bool) -> str:
+    """The solver that ``solver`` means for costs on CUDA (``cuda_costs``) or on the host.
+
+    ``'auto'``: CUDA costs take ``'torch_linear_assignment'`` when it is installed (batched
+    kernel, the costs stay on the GPU); otherwise the costs go to the host, where ``'lapx'``
+    (``lapjvr_batch``, 2.2-3.3x scipy on 900 x 900 match costs with the same pairs,
+    docs/reports/2026-11-30_matching_900.md) is taken when installed, else ``'scipy'``. Every
+    other name means itself.
+    """
+    if solver != 'auto':
+        return solver
+    if cuda_costs and installed('torch_linear_assignment'):
+        return 'torch_linear_assignment'
+    return 'lapx' if installed('lapx') else 'scipy'
+
+
 def uses_device_costs(solver: str, costs: Tensor) -> bool:
     """Whether ``solver`` solves ``costs`` where they are (no host copy)."""
-    return solver == 'torch_linear_assignment' and costs.is_cuda
+    return costs.is_cuda and resolve_solver(solver, True) == 'torch_linear_assignment'
 
 
 def lapx_pairs(costs: np.ndarray, threads: int) -> Tuple[np.ndarray, np.ndarray]:

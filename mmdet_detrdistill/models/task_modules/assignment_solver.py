@@ -27,6 +27,7 @@ from torch import Tensor
 from .assignment_backends import (
     check_solver,
     lapx_pairs,
+    resolve_solver,
     torch_linear_assignment_pairs,
     uses_device_costs,
 )
@@ -75,8 +76,9 @@ def solve_assignments(
             process's share of the CPUs (:func:`default_solver_threads`).
             Matrices of fewer than ``MIN_THREADED_ENTRIES`` entries are solved
             serially. Each result is that of a lone call, whatever the threads.
-        solver (str): ``'scipy'``, ``'lapx'`` or ``'torch_linear_assignment'``
-            (see ``assignment_backends``). Defaults to ``'scipy'``.
+        solver (str): ``'scipy'``, ``'lapx'``, ``'torch_linear_assignment'`` or
+            ``'auto'`` (per device, see ``assignment_backends``). Defaults to
+            ``'scipy'``.
 
     Returns:
         tuple[np.ndarray, np.ndarray]: Row and column indices, (N, K) each with
@@ -88,6 +90,7 @@ def solve_assignments(
         if uses_device_costs(solver, costs):
             return torch_linear_assignment_pairs(costs)
         costs = costs.detach().cpu().numpy()
+    solver = resolve_solver(solver, cuda_costs=False)
     k = min(costs.shape[1:])
     if not len(costs) or not k:
         empty = np.zeros((len(costs), k), dtype=np.int64)

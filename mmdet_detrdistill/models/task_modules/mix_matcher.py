@@ -5,15 +5,19 @@ from typing import List, Optional, Sequence, Tuple
 import torch
 from mmdet.registry import TASK_UTILS
 from mmdet.structures.bbox import bbox_cxcywh_to_xyxy
+from mmengine.logging import print_log
 from mmengine.structures import InstanceData
 from torch import Tensor
 
 from ..common import autocast_off, clamp_finite, pixel_scale
-from .assignment_backends import check_solver, uses_device_costs
+from .assignment_backends import check_solver, resolve_solver, uses_device_costs
 from .assignment_solver import check_solver_threads, solve_assignments
 from .batched_match_costs import MatchInputs, batched_cost_fns
 
 SOLVER_KEY = 'MixMatcher (model.matcher.solver; DETRDistill: model.logits_kd.matcher.solver)'
+TOPK_KEY = (
+    'MixMatcher (model.matcher.teacher_topk; DETRDistill: model.logits_kd.matcher.teacher_topk)'
+)
 DEFAULT_COSTS = (
     dict(type='SoftLabelBCECost', weight=1.0),
     dict(type='BBoxL1Cost', weight=5.0, box_format='xywh'),
@@ -65,11 +69,24 @@ class MixMatcher:
             on the CPU, 2-3x scipy at 900 queries; optional, ``pip install
             lapx``) or ``'torch_linear_assignment'`` (batched on CUDA, costs
             stay on the GPU; CPU costs go to scipy; optional, ``pip install
-            torch-linear-assignment``). Every solver returns an optimal
+            torch-linear-assignment``), or ``'auto'``: chosen per device
+            among the installed ones (``assignment_backends.resolve_solver``;
+            the choice is logged once). Every solver returns an optimal
             assignment, scipy's pairs unless costs tie. Set it with
             ``model.matcher.solver`` (D3ETR) or
             ``model.logits_kd.matcher.solver`` (DETRDistill). Defaults to
             ``'scipy'``.
+        teacher_topk (int, optional): Adaptive matching against the teacher's
+            ``teacher_topk`` most confident queries of each layer and image
+            (confidence: the highest class probability) instead of all Nt:
+            Ns x k problems instead of Ns x Nt, K = min(Ns, k) pairs; the
+            other teacher queries give no pseudo ground truth, and the
+            self-attention loss compares the K x K block of the matched
+            queries. An approximation of the paper's matching, for many
+            queries (DINO's 900): 110-360x less solver time at k = 100
+            (docs/reports/2026-11-30_matching_900.md); its effect on AP is
+            in docs/reports/2026-11-30_accuracy_cpu.md. Defaults to None: all
+            teacher queries (the paper's matching).
     """
 
     def __init__(
@@ -80,6 +97,7 @@ class MixMatcher:
         batched_costs: bool = True,
         solver_threads: Optional[int] = None,
         solver: str = 'scipy',
+        teacher_topk: Optional[int] = None,
     ) -> None:
         if not (adaptive or fixed):
             raise ValueError('MixMatcher: set at least one of `adaptive` and `fixed` to True')
@@ -89,6 +107,16 @@ class MixMatcher:
         self.batched_fns = batched_cost_fns(self.match_costs) if batched_costs else None
         self.solver_threads = check_solver_threads(solver_threads, 'MixMatcher')
         self.solver = check_solver(solver, SOLVER_KEY)
+        if teacher_topk is not None and (
+            not isinstance(teacher_topk, int) or isinstance(teacher_topk, bool) or teacher_topk < 1
+        ):
+            raise ValueError(
+                f'{TOPK_KEY}: teacher_topk must be a positive int (match against that many of '
+                f"the teacher's most confident queries) or None (all of them); got "
+                f'{teacher_topk!r}'
+            )
+        self.teacher_topk = teacher_topk
+        self._logged_auto: set = set()
 
     @staticmethod
     def layer_pairs(num_student_layers: int, num_teacher_layers: int) -> List[Tuple[int, int]]:
@@ -169,19 +197,39 @@ class MixMatcher:
 
         Returns:
             tuple[Tensor, Tensor]: Matched student and teacher query indices,
-            each (L, bs, K).
+            each (L, bs, K), K = min(Ns, Nt), or min(Ns, ``teacher_topk``).
         """
-        num_layers, bs = student_logits.shape[:2]
+        num_layers, bs, num_teacher = teacher_logits.shape[:3]
+        kept = None  # (L, bs, k) teacher queries kept by teacher_topk
+        if self.teacher_topk is not None and self.teacher_topk < num_teacher:
+            confidence = teacher_logits.float().sigmoid().amax(-1)  # (L, bs, Nt)
+            kept = confidence.topk(self.teacher_topk, dim=-1).indices.sort(-1).values
+            teacher_logits, teacher_boxes = (
+                x.gather(2, kept[..., None].expand(-1, -1, -1, x.shape[-1]))
+                for x in (teacher_logits, teacher_boxes)
+            )
         inputs = (student_logits, student_boxes, teacher_logits, teacher_boxes)
         # layer by layer on the device, so that only one layer's temporaries are alive at a
         # time (the GIoU cost's are about ten (bs, Ns, Nt) tensors); then one copy to the host
         costs = torch.cat([self.batch_cost_matrices(*layer, img_metas) for layer in zip(*inputs)])
+        self._log_auto_choice(costs)
         if not uses_device_costs(self.solver, costs):
             costs = costs.cpu().numpy()
         rows, cols = solve_assignments(costs, self.solver_threads, solver=self.solver)  # (L*bs, K)
         idx = torch.stack([torch.as_tensor(rows), torch.as_tensor(cols)]).to(student_logits.device)
-        idx = idx.unflatten(1, (num_layers, bs))  # (2, L, bs, K)
-        return idx[0], idx[1]
+        s_idx, t_idx = idx.unflatten(1, (num_layers, bs))  # (L, bs, K) each
+        if kept is not None:  # columns of the reduced problem -> teacher query indices
+            t_idx = kept.gather(2, t_idx)  # kept is sorted: still sorted by teacher index
+        return s_idx, t_idx
+
+    def _log_auto_choice(self, costs: Tensor) -> None:
+        """Log once per device type which solver ``solver='auto'`` resolved to."""
+        device = costs.device.type
+        if self.solver != 'auto' or device in self._logged_auto:
+            return
+        self._logged_auto.add(device)
+        chosen = resolve_solver('auto', costs.is_cuda)
+        print_log(f"MixMatcher: solver='auto' solves {device} costs with {chosen!r}", 'current')
 
     def batch_cost_matrices(
         self,
@@ -233,7 +281,8 @@ class MixMatcher:
             f'{self.__class__.__name__}(adaptive={self.adaptive}, fixed={self.fixed}, '
             f'match_costs={[c.__class__.__name__ for c in self.match_costs]}, '
             f'batched_costs={self.batched_fns is not None}, '
-            f'solver_threads={self.solver_threads}, solver={self.solver!r})'
+            f'solver_threads={self.solver_threads}, solver={self.solver!r}, '
+            f'teacher_topk={self.teacher_topk})'
         )
 
 
