@@ -21,5 +21,5 @@ model = dict(
     student={{_base_.model}},
     teacher='mmdet::dino/dino-4scale_r50_8xb2-12e_coco.py',
     teacher_ckpt='https://download.openmmlab.com/mmdetection/v3.0/dino/dino-4scale_r50_8xb2-12e_coco/dino-4scale_r50_8xb2-12e_coco_20221202_182705-55b2bba2.pth',  # noqa: E501
-    matcher=dict(type='MixMatcher', adaptive=True, fixed=False),
+    matcher=dict(type='MixMatcher', adaptive=True, fixed=False, solver='auto'),  # Nt = 900
 )

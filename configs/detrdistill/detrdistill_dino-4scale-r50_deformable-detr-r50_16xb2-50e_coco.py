@@ -22,4 +22,6 @@ model = dict(
     teacher='mmdet::dino/dino-4scale_r50_8xb2-12e_coco.py',
     teacher_ckpt='https://download.openmmlab.com/mmdetection/v3.0/dino/dino-4scale_r50_8xb2-12e_coco/dino-4scale_r50_8xb2-12e_coco_20221202_182705-55b2bba2.pth',  # noqa: E501
     query_prior=None,
+    # 300 x 900 matching problems (student x teacher queries): the fastest installed solver
+    logits_kd=dict(matcher=dict(type='MixMatcher', adaptive=True, fixed=False, solver='auto')),
 )

@@ -22,4 +22,9 @@ model = dict(
     student={{_base_.model}},
     teacher='mmdet::dino/dino-5scale_swin-l_8xb2-12e_coco.py',
     teacher_ckpt='https://download.openmmlab.com/mmdetection/v3.0/dino/dino-5scale_swin-l_8xb2-12e_coco/dino-5scale_swin-l_8xb2-12e_coco_20230228_072924-a654145f.pth',  # noqa: E501
+    # 900 queries: 6 layers x 2 images = 12 Hungarian solves of 900 x 900 a step (the contrastive
+    # term shares this matcher). 'auto' takes the fastest installed solver for the device
+    # (optional lapx on CPU, torch-linear-assignment on CUDA; scipy without them):
+    # docs/reports/2026-11-30_matching_900.md
+    logits_kd=dict(matcher=dict(type='MixMatcher', adaptive=True, fixed=False, solver='auto')),
 )

@@ -5,6 +5,7 @@ import importlib
 import numpy as np
 import pytest
 import torch
+from matching_inputs import random_layers
 from scipy.optimize import linear_sum_assignment
 
 from mmdet_detrdistill.models.task_modules import MixMatcher
@@ -95,25 +96,13 @@ def test_bad_solver_threads_name_the_key(bad):
     assert check_solver_threads(None, 'x') is None and check_solver_threads(3, 'x') == 3
 
 
-def _layers(num_layers, bs, ns, nt, num_classes=5, seed=0):
-    g = torch.Generator().manual_seed(seed)
-
-    def preds(n):
-        logits = torch.randn(num_layers, bs, n, num_classes, generator=g) * 3
-        cxcy = torch.rand(num_layers, bs, n, 2, generator=g) * 0.6 + 0.2
-        wh = torch.rand(num_layers, bs, n, 2, generator=g) * 0.3 + 0.05
-        return logits, torch.cat([cxcy, wh], -1)
-
-    return (*preds(ns), *preds(nt))
-
-
 @pytest.mark.parametrize('batched_costs', [True, False])
 @pytest.mark.parametrize('solver_threads', [1, 3])
 def test_all_layers_at_once_equal_layer_by_layer(batched_costs, solver_threads):
     """One call for L layers gives each layer's lone ``adaptive_match`` (images of different
     sizes, so that each image keeps its own metas in every layer)."""
     metas = [dict(img_shape=(64, 80)), dict(img_shape=(128, 96)), dict(img_shape=(48, 112))]
-    layers = _layers(4, 3, 110, 100, seed=solver_threads)  # large enough to be threaded
+    layers = random_layers(4, 3, 110, 100, seed=solver_threads)  # large enough to be threaded
     matcher = MixMatcher(batched_costs=batched_costs, solver_threads=solver_threads)
     s_idx, t_idx = matcher.adaptive_match_layers(*layers, metas)
     assert s_idx.shape == t_idx.shape == (4, 3, 100)
@@ -130,8 +119,8 @@ def test_adaptive_component_matches_every_layer_pair_in_one_call(monkeypatch):
     from mmdet_detrdistill.models.common import OWN_GROUP, DecoderOutputs
     from mmdet_detrdistill.models.components import AdaptiveMatchKD
 
-    s_cls, s_box, _, _ = _layers(2, 2, 9, 9, seed=1)
-    t_cls, t_box, _, _ = _layers(5, 2, 9, 9, seed=2)
+    s_cls, s_box, _, _ = random_layers(2, 2, 9, 9, seed=1)
+    t_cls, t_box, _, _ = random_layers(5, 2, 9, 9, seed=2)
     metas = [dict(img_shape=(64, 80)), dict(img_shape=(96, 96))]
     student = DecoderOutputs(s_cls, s_box, {OWN_GROUP: slice(0, 9)}, own_queries=None)
     teacher = DecoderOutputs(t_cls, t_box, {OWN_GROUP: slice(0, 9)}, own_queries=None)
@@ -272,7 +261,7 @@ def test_auto_choice_is_logged_once(monkeypatch):
     logged = []
     monkeypatch.setattr(mm, 'print_log', lambda msg, logger=None: logged.append(msg))
     matcher = MixMatcher(solver='auto')
-    layers = _layers(2, 2, 12, 10)
+    layers = random_layers(2, 2, 12, 10)
     metas = [dict(img_shape=(64, 80))] * 2
     for _ in range(3):
         matcher.adaptive_match_layers(*layers, metas)
@@ -319,7 +308,7 @@ def test_matcher_solver_gives_scipy_pairs(solver, monkeypatch):
         lambda costs, threads, solver: seen.append(solver) or real_solve(costs, threads, solver),
     )
     metas = [dict(img_shape=(64, 80)), dict(img_shape=(128, 96))]
-    layers = _layers(3, 2, 110, 100, seed=4)
+    layers = random_layers(3, 2, 110, 100, seed=4)
     s_idx, t_idx = MixMatcher(solver=solver).adaptive_match_layers(*layers, metas)
     assert seen == [solver]
     monkeypatch.setattr(mix_matcher_module, 'solve_assignments', real_solve)

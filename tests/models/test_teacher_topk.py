@@ -4,6 +4,7 @@ queries (issue 22, item 4: a reduction of the 900 x 900 problems)."""
 import numpy as np
 import pytest
 import torch
+from matching_inputs import random_layers
 from scipy.optimize import linear_sum_assignment
 
 from mmdet_detrdistill.models.task_modules import MixMatcher
@@ -11,16 +12,8 @@ from mmdet_detrdistill.models.task_modules import MixMatcher
 METAS = [dict(img_shape=(64, 80)), dict(img_shape=(96, 72))]
 
 
-def _layers(num_layers=3, bs=2, ns=40, nt=36, num_classes=5, seed=0):
-    g = torch.Generator().manual_seed(seed)
-
-    def preds(n):
-        logits = torch.randn(num_layers, bs, n, num_classes, generator=g) * 3
-        cxcy = torch.rand(num_layers, bs, n, 2, generator=g) * 0.6 + 0.2
-        wh = torch.rand(num_layers, bs, n, 2, generator=g) * 0.3 + 0.05
-        return logits, torch.cat([cxcy, wh], -1)
-
-    return (*preds(ns), *preds(nt))
+def _layers(num_layers=3, bs=2, ns=40, nt=36, seed=0):
+    return random_layers(num_layers, bs, ns, nt, seed=seed)
 
 
 @pytest.mark.parametrize('k', [36, 50])
