@@ -76,6 +76,9 @@ def test_variants_parse_and_bad_ones_say_the_form(monkeypatch, capsys):
     monkeypatch.setattr(sys, 'argv', argv)
     args = parse_args()
     assert args.methods == [] and args.variant == [['d3etr', 'top10', argv[-1]]]
+    assert not args.skip_baseline
+    monkeypatch.setattr(sys, 'argv', ['x', '--methods', 'oddetr', '--skip-baseline'])
+    assert parse_args().skip_baseline
     for bad in (['d3etr', 'top10'], ['nope', 'x', 'a=1'], ['d3etr', 'x', 'no-equals']):
         monkeypatch.setattr(sys, 'argv', ['x', '--variant', *bad])
         with pytest.raises(SystemExit):

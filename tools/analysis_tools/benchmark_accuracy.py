@@ -11,6 +11,8 @@ at four points of its schedule; the *short* schedule is the evaluation at half t
 (before the learning-rate step at 80%), the *long* one the end of the run. ``--variant`` adds a
 row: METHOD's config with config options, e.g. ``--variant d3etr top10
 model.matcher.teacher_topk=10`` (``--methods`` with no name: the baseline and variants only).
+Finished runs are reused; seeds, or methods with ``--skip-baseline``, can run as parallel
+processes, and a last call with all of them only collects.
 Writes to WORK_DIR:
 
 * ``accuracy.md``: mean and spread (sample std over seeds) of COCO AP / AP50 / AP75 / AP_s /
@@ -54,6 +56,11 @@ def parse_args() -> argparse.Namespace:
         default=[],
         metavar='METHOD LABEL KEY=VALUE',
         help="one more student: METHOD's config with these config options, row 'METHOD-LABEL'",
+    )
+    parser.add_argument(
+        '--skip-baseline',
+        action='store_true',
+        help='do not train the baseline (another process does: methods can then run in parallel)',
     )
     parser.add_argument('--quick', action='store_true', help='smoke run: tiny data and schedule')
     args = parser.parse_args()
@@ -166,7 +173,7 @@ def main() -> None:
         teachers[family] = teacher
         fam_dir = osp.join(args.work_dir, family)
         runs[family] = {}
-        students = [('baseline', student_cfg, [])]
+        students = [] if args.skip_baseline else [('baseline', student_cfg, [])]
         for method, label, options in [(m, None, []) for m in args.methods] + [
             (v[0], v[1], v[2:]) for v in args.variant
         ]:
