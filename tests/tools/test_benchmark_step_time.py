@@ -138,3 +138,24 @@ def test_allocator_keep_reuses_freed_memory_without_page_faults():
     # memory than any one released step (the heap may still grow once, by one temporary)
     assert min(faults['release'][2:]) > 20000, faults  # two 40 MiB temporaries: 20480 pages
     assert sum(faults['keep'][2:]) < min(faults['release'][2:]), faults
+
+
+def test_timing_is_interleaved_so_that_load_drift_falls_on_every_side(monkeypatch):
+    """Each round times every side once, in turn: with a load that doubles halfway through
+    the run, the ratio of two sides of equal work stays 1 (timed one side after the other,
+    it would be 2)."""
+    calls, clock = [], [0.0]
+    monkeypatch.setattr(benchmark_step_time.time, 'perf_counter', lambda: clock[0])
+
+    def side(name):
+        def fn():
+            calls.append(name)
+            clock[0] += 1.0 if len(calls) <= 3 * (benchmark_step_time.WARMUP + 3) else 2.0
+
+        return fn
+
+    times = benchmark_step_time._time_interleaved(
+        dict(a=side('a'), b=side('b'), c=side('c')), 6, torch.device('cpu')
+    )
+    assert calls == ['a', 'b', 'c'] * (benchmark_step_time.WARMUP + 6)
+    assert times['a'] == times['b'] == times['c']

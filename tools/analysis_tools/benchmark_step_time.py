@@ -104,18 +104,24 @@ def keep_freed_memory() -> bool:
     return bool(mallopt(M_MMAP_MAX, 0)) and bool(mallopt(M_TRIM_THRESHOLD, -1))
 
 
-def _time(fn: Callable[[], None], iters: int, device: torch.device) -> float:
-    """Median wall time of ``fn`` over ``iters`` calls, after ``WARMUP`` warm-up calls."""
+def _time_interleaved(
+    fns: Dict[str, Callable[[], None]], iters: int, device: torch.device
+) -> Dict[str, float]:
+    """Median wall time of each of ``fns`` over ``iters`` rounds, after ``WARMUP`` warm-up
+    rounds; a round calls every fn once, in turn, so that a change of the machine's load during
+    the run (other jobs, frequency) falls on all of them alike and their ratios hold."""
     for _ in range(WARMUP):
-        fn()
-    times = []
+        for fn in fns.values():
+            fn()
+    times: Dict[str, List[float]] = {name: [] for name in fns}
     for _ in range(iters):
-        _sync(device)
-        start = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        for name, fn in fns.items():
+            _sync(device)
+            start = time.perf_counter()
+            fn()
+            _sync(device)
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 @contextmanager
@@ -296,13 +302,18 @@ def measure_times(args: argparse.Namespace, device: torch.device) -> Dict[str, f
 
     match_times: List[float] = []
     student_step = train_step(student, batch, optim_wrapper_for(args.config, student))
-    times = dict(
-        student=_time(student_step, args.iters, device),
-        teacher=_time(teacher_forward, args.iters, device),
-    )
     distill_step = train_step(distiller, batch, optim_wrapper_for(args.config, distiller))
-    with _timed_matching(match_times, device):
-        times['distill'] = _time(distill_step, args.iters, device)
+
+    def timed_distill_step() -> None:
+        with _timed_matching(match_times, device):  # only the distill step's matchings count
+            distill_step()
+
+    # interleaved: the three are timed in turn, round after round (see _time_interleaved)
+    times = _time_interleaved(
+        dict(student=student_step, teacher=teacher_forward, distill=timed_distill_step),
+        args.iters,
+        device,
+    )
     times['matching'] = sum(match_times) / (args.iters + WARMUP)
     times['matching_calls'] = len(match_times)  # 0: the method matches no teacher to student
     return times
