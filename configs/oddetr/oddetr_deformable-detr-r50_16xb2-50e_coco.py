@@ -17,18 +17,10 @@ model = dict(
     ema=dict(type='ExpMomentumEMA', momentum=1e-3, gamma=100),
     # student query i <-> GT j by Hungarian on (1 - alpha) C_student + alpha C_teacher(last layer)
     guided_assignment=dict(type='ODDETRGuidedAssignment', alpha=0.5),
-    # the teacher's initial queries in the student decoder, their class scores constrained to
-    # the teacher's (box terms collapse against an EMA of the student: see ODDETRDistiller)
-    init_query=dict(
-        type='FixedMatchKD',
-        losses=dict(
-            loss_cls=dict(type='BinaryKLDistillLoss', loss_weight=1.0),
-            loss_bbox=None,
-            loss_iou=None,
-            loss_self_attn=None,
-            loss_cross_attn=None,
-        ),
-    ),
+    # the teacher's initial queries in the student decoder, their class scores and boxes
+    # constrained to the teacher's (box terms weighted by the teacher's confidence, L1 1, GIoU
+    # 0.5: see ODDETRDistiller)
+    init_query=dict(type='InitialQueryKD', box_weighting='teacher_confidence'),
     # per GT, the two least-cost teacher queries of every decoder stage, trained on that GT
     aux_groups=dict(type='AuxiliaryQueryGroups', num_per_gt=2, stages=None, loss_weight=1.0),
     log_match_instability=True,

@@ -125,19 +125,27 @@ def test_unknown_weighting_names_the_key():
 
 
 @pytest.mark.parametrize('family', ['conditional', 'deformable'])
-def test_oddetr_default_is_class_only_and_losses_none_adds_finite_box_terms(family):
+def test_oddetr_default_constrains_boxes_and_class_only_switches_them_off(family):
+    """The default init-query constraint has finite box terms (teacher-confidence weighted);
+    ``losses=dict(loss_bbox=None, loss_iou=None)`` leaves the class scores only."""
     torch.manual_seed(0)
     default = MODELS.build(dict(type='ODDETRDistiller', student=tiny_detr_cfg(family)))
     assert isinstance(default.components['init_query'], InitialQueryKD)
-    boxes = MODELS.build(
-        dict(type='ODDETRDistiller', student=tiny_detr_cfg(family), init_query=dict(losses=None))
+    assert default.components['init_query'].box_weighting == 'teacher_confidence'
+    class_only = MODELS.build(
+        dict(
+            type='ODDETRDistiller',
+            student=tiny_detr_cfg(family),
+            init_query=dict(losses=dict(loss_bbox=None, loss_iou=None)),
+        )
     )
-    for model in (default, boxes):
+    for model in (default, class_only):
         model.init_weights()
         model.train()
-    keys = set(default(**make_batch(default), mode='loss'))
+    keys = set(class_only(**make_batch(class_only), mode='loss'))
     assert not any(k.startswith('oddetr.init_query.') and 'loss_bbox' in k for k in keys)
-    losses = boxes(**make_batch(boxes), mode='loss')
+    assert 'oddetr.init_query.d1.loss_cls' in keys
+    losses = default(**make_batch(default), mode='loss')
     box_keys = [k for k in losses if k.startswith('oddetr.init_query.') and 'box' in k]
     assert box_keys and all(torch.isfinite(losses[k]) for k in box_keys)
     assert {'oddetr.init_query.d1.loss_bbox', 'oddetr.init_query.d1.loss_iou'} <= set(losses)

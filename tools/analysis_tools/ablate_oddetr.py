@@ -14,7 +14,8 @@ layer-wise one (``layer_match_instability``, which teacher-guided assignment low
 construction). The table also goes to WORK_DIR/ablation.md and ablation.json; each run to
 WORK_DIR/seedS/VARIANT, one subprocess through ``tools/run_demo.py``'s machinery. Finished runs
 are reused, so seeds or variants can run as parallel processes and a last call with all of
-them only collects.
+them only collects. Reuse goes by config, options, seed and schedule, not by code: after a
+change of the defaults (the initial-query box terms, 2026-11-30), give a new --work-dir.
 
 Results: docs/reports/2026-11-30_accuracy_cpu.md (*OD-DETR ablation*) and
 docs/reports/2026-11-30_oddetr_init_query_boxes.md (per family, with commands).
@@ -64,6 +65,11 @@ VARIANTS: Dict[str, Variant] = {
     'init-box-conf': Variant(
         'initial-query constraint on boxes too, teacher-confidence weighted (L1 1, GIoU 0.5)',
         ['model.init_query.losses=None', 'model.init_query.box_weighting=teacher_confidence'],
+    ),
+    # the default until 2026-11-30 (runs of 'defaults' before then are this variant)
+    'init-class-only': Variant(
+        'initial-query constraint on class scores only',
+        ['model.init_query.losses.loss_bbox=None', 'model.init_query.losses.loss_iou=None'],
     ),
     'init-box': Variant(
         'initial-query constraint on boxes too (L1 5, GIoU 2)', [], BOX_CONSTRAINT_CFG

@@ -65,8 +65,9 @@ class InitialQueryKD(FixedMatchKD):
       box terms are near zero; ``'uniform'``: ``w_i = 1``.
 
     Gradients reach the student only (the teacher's outputs and the weights
-    are detached). Class scores only: ``losses=dict(loss_bbox=None,
-    loss_iou=None)``, OD-DETR's default here (see :class:`ODDETRDistiller`).
+    are detached). These defaults are OD-DETR's since 2026-11-30 (see
+    :class:`ODDETRDistiller`); class scores only: ``losses=dict(loss_bbox=None,
+    loss_iou=None)``.
 
     Args:
         prefix (str): Loss-key prefix. Defaults to ``'oddetr.init_query'``.

@@ -14,12 +14,9 @@ from .base_distiller import DETRDistillerBase
 
 ODDETR_COMPONENTS = dict(
     guided=dict(type='ODDETRGuidedAssignment', prefix='oddetr.guided'),
-    # class scores only: see the class docstring
-    init_query=dict(
-        type='InitialQueryKD',
-        prefix='oddetr.init_query',
-        losses=dict(loss_bbox=None, loss_iou=None),
-    ),
+    # class scores and boxes, the boxes weighted by the teacher's confidence: see the class
+    # docstring
+    init_query=dict(type='InitialQueryKD', prefix='oddetr.init_query'),
     aux=dict(type='AuxiliaryQueryGroups', prefix='oddetr.aux'),
 )
 # the argument that configures each component, for error messages
@@ -49,18 +46,21 @@ class ODDETRDistiller(DETRDistillerBase):
       each model's queries are its own top-k encoder proposals, the teacher
       decodes the *student's* proposals for this (:meth:`teacher_on_queries`,
       one more teacher transformer pass without grad);
-    * ``init_query`` (:class:`InitialQueryKD`, class scores only by default):
-      the teacher's initial queries run through the student's decoder, and
-      their predictions are constrained to the teacher's, query by query,
-      layer by layer (on two-stage, the teacher's own proposals, paired with
-      the teacher's outputs for them). Box terms (L1, GIoU) are off by default: between a
-      model and its own EMA the only difference early on is dropout, and
-      the student minimises L1/GIoU to a dropout-free copy of itself by
-      saturating its box sigmoids (measured on the embedded default,
-      ``tools/analysis_tools/ablate_oddetr.py``: the student's GT box loss was 6.2 at
-      iteration 100 against 1.5 alone, and AP fell to 0; soft-label BCE,
-      a proper scoring rule, does not collapse). Box terms weighted by the
-      teacher's confidence: ``init_query=dict(losses=None)``;
+    * ``init_query`` (:class:`InitialQueryKD`): the teacher's initial
+      queries run through the student's decoder, and their predictions are
+      constrained to the teacher's, query by query, layer by layer (on
+      two-stage, the teacher's own proposals, paired with the teacher's
+      outputs for them): class scores (soft-label BCE) and, as in the paper,
+      boxes (L1 1, GIoU 0.5), each query's box terms weighted by the
+      teacher's confidence in it (its highest class probability). Uniform
+      box weights (L1 5, GIoU 2) collapse training: between a model and its
+      own EMA the student lowers them by saturating its box sigmoids (GT box
+      loss 6.2 at iteration 100 against 1.5 alone, AP 0). Against class
+      scores only, the weighted boxes gave equal or better AP on 2 families
+      x 3 seeds (DAB +0.2 on every seed, Conditional -0.1 in the mean,
+      within the spread; docs/reports/2026-11-30_accuracy_cpu.md), and are
+      the default since 2026-11-30. Class scores only:
+      ``init_query=dict(losses=dict(loss_bbox=None, loss_iou=None))``;
     * ``aux_groups`` (:class:`AuxiliaryQueryGroups`): per GT box, the two
       least-cost teacher queries of each decoding stage form groups trained
       to predict that box.
