@@ -59,7 +59,7 @@ def backend_module(solver: str, where: str = 'solve_assignments') -> ModuleType:
 def installed(solver: str) -> bool:
     """Whether the optional package of ``solver`` imports (checked once per process)."""
     try:
-        importlib.import_module(_MODULES[solver])
+        backend_module(solver)
     except ImportError:
         return False
     return True
