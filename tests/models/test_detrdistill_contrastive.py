@@ -9,6 +9,7 @@ from mmdet.registry import MODELS
 from mmengine.config import Config
 
 from mmdet_detrdistill.models.losses import InfoNCEDistillLoss
+from mmdet_detrdistill.models.task_modules import MixMatcher
 from mmdet_detrdistill.testing import distiller_cfg, make_batch, tiny_detr_cfg
 from mmdet_detrdistill.utils.export import export_student
 
@@ -174,6 +175,28 @@ def test_pairs_follow_the_logits_distillation_matcher():
     )
     model = _build(logits_kd=dict(matcher=only_l1), contrastive=dict(matcher=own))
     assert len(model.components['contrastive'].matcher.match_costs) == 2
+
+
+def test_logits_and_contrastive_terms_solve_one_matching_per_step(monkeypatch):
+    """Same matcher: one solve for both terms; a matcher config of its own (here one that finds
+    the same pairs) solves again; the losses are the same either way."""
+    solves = []
+    solve = MixMatcher.adaptive_match_layers
+    monkeypatch.setattr(
+        MixMatcher,
+        'adaptive_match_layers',
+        lambda self, *args: solves.append(self) or solve(self, *args),
+    )
+    losses = {}
+    own_matcher = dict(type='MixMatcher', adaptive=True, fixed=False, solver_threads=1)
+    for name, contrastive in [('shared', dict()), ('own', dict(matcher=own_matcher))]:
+        model = _build(feature_kd=None, query_prior=None, contrastive=contrastive)
+        solves.clear()
+        losses[name] = model(**make_batch(model), mode='loss')
+        assert len({id(m) for m in solves}) == len(solves) == (1 if name == 'shared' else 2)
+        assert any(k.startswith('detrdistill.logits') for k in losses[name])
+        assert any(k.startswith(PREFIX) for k in losses[name])
+    torch.testing.assert_close(losses['shared'], losses['own'])
 
 
 def test_student_narrower_than_teacher_and_unknown_negatives():

@@ -3,6 +3,7 @@
 Pairs of student and teacher queries per decoder layer, distilled.
 """
 
+import json
 from typing import Dict, List, Optional, Tuple
 
 from mmdet.registry import TASK_UTILS
@@ -27,7 +28,10 @@ class MatchedPairKD(DistillComponent):
     batch them).
 
     Student layer l is paired with teacher layer t(l) by the matcher's
-    ``layer_pairs``; losses are keyed ``{prefix}.d{l}.{loss}``.
+    ``layer_pairs``; losses are keyed ``{prefix}.d{l}.{loss}``. Components
+    that find their pairs the same way (same :meth:`match_layers`, student
+    group and matcher config), as DETRDistill's logits and contrastive terms,
+    share one matching per step (:meth:`paired_layers`).
 
     Args:
         prefix (str): Loss-key prefix.
@@ -44,6 +48,12 @@ class MatchedPairKD(DistillComponent):
     def __init__(self, prefix: str, matcher: ConfigType, losses: Optional[dict] = None) -> None:
         super().__init__(prefix)
         self.matcher = TASK_UTILS.build(matcher)
+        # equal keys find equal pairs in a step: match_layers, the group it reads, the matcher
+        self.matching_key = (
+            type(self).match_layers,
+            self.student_group,
+            json.dumps(matcher, sort_keys=True, default=repr),
+        )
         # a distiller prefixes build errors with the component's config key
         self.losses = build_pair_losses(losses, self.default_losses, 'losses')
 
@@ -64,9 +74,20 @@ class MatchedPairKD(DistillComponent):
         self, student_out: DecoderOutputs, teacher_out: DecoderOutputs, img_metas: List[dict]
     ) -> List[Tuple[Tuple[int, int], Pairs]]:
         """Each (student, teacher) layer pair of :meth:`MixMatcher.layer_pairs` with its query
-        pairs."""
+        pairs.
+
+        The pairs are kept in ``student_out.matchings`` for this step: a
+        component with the same :attr:`matching_key` reuses them instead of
+        solving the same assignments again (at DINO's 900 queries, 12 solves of
+        900 x 900 per step and component).
+        """
         layers = self.matcher.layer_pairs(student_out.num_layers, teacher_out.num_layers)
-        return list(zip(layers, self.match_layers(student_out, teacher_out, layers, img_metas)))
+        key = (self.matching_key, tuple(layers))
+        found = student_out.matchings.get(key)
+        if found is None or found[0] is not teacher_out:
+            found = (teacher_out, self.match_layers(student_out, teacher_out, layers, img_metas))
+            student_out.matchings[key] = found
+        return list(zip(layers, found[1]))
 
     def loss(
         self,
