@@ -116,6 +116,13 @@ STEPS: List[Step] = [
         'work_dirs/accuracy/accuracy.md, accuracy_FAMILY.png',
     ),
     Step(
+        'accuracy-dino',
+        'Accuracy study: DINO family (3 seeds, 500 iterations)',
+        'python tools/analysis_tools/benchmark_accuracy.py --families dino --iters 500 '
+        '--work-dir work_dirs/accuracy_dino',
+        'work_dirs/accuracy_dino/accuracy.md, accuracy_dino.png',
+    ),
+    Step(
         'dab-settings-mmdet',
         'How the DAB settings were found',
         _dab_settings(False, 'work_dirs/dab_settings/mmdet'),
