@@ -31,9 +31,35 @@ def test_evaluations_reads_every_validation_by_iteration(tmp_path):
         'Iter(train) [100/100]  lr: 1e-4  loss: 2.0\n'
         'Iter(val) [1/1]    coco/bbox_mAP: 0.0250  coco/bbox_mAP_50: -1.0000\n'
     )
-    assert evaluations(str(log)) == {
+    assert evaluations(str(log), val_interval=50) == {
         50: {'bbox_mAP': 0.012, 'bbox_mAP_50': 0.04},
         100: {'bbox_mAP': 0.025, 'bbox_mAP_50': -1.0},
+    }
+
+
+def _log(path, max_iters: int, val_interval: int, log_interval: int = 50) -> str:
+    """A log as mmengine writes it: train lines every log_interval, validations every
+    val_interval and after the last iteration."""
+    lines = []
+    for it in range(1, max_iters + 1):
+        if it % log_interval == 0:
+            lines.append(f'Iter(train) [{it:3d}/{max_iters}]  loss: 1.0')
+        if it % val_interval == 0 or it == max_iters:
+            lines.append(f'Iter(val) [1/1]    coco/bbox_mAP: {it / 1000:.4f}')
+    path.write_text('\n'.join(lines) + '\n')
+    return str(path)
+
+
+def test_validations_between_train_log_lines_get_their_own_iteration(tmp_path):
+    """Validation every 125 with train lines every 50: 125, 250, 375, 500 (not the last train
+    line's 100 and 350); a last validation off the interval is at max_iters."""
+    found = evaluations(_log(tmp_path / 'a.log', 500, 125), val_interval=125)
+    assert {it: m['bbox_mAP'] for it, m in found.items()} == {
+        it: it / 1000 for it in (125, 250, 375, 500)
+    }
+    found = evaluations(_log(tmp_path / 'b.log', 500, 150), val_interval=150)
+    assert {it: m['bbox_mAP'] for it, m in found.items()} == {
+        it: it / 1000 for it in (150, 300, 450, 500)
     }
 
 

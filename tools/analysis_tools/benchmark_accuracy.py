@@ -73,20 +73,28 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
-def evaluations(log_file: str) -> Dict[int, Dict[str, float]]:
-    """COCO metrics of every validation in a training log, by training iteration."""
-    train_re = re.compile(r'Iter\(train\) \[\s*(\d+)/')
+def evaluations(log_file: str, val_interval: int) -> Dict[int, Dict[str, float]]:
+    """COCO metrics of every validation in a training log, by training iteration.
+
+    mmengine's ``IterBasedTrainLoop`` validates every ``val_interval`` iterations and after
+    the last one, so validation k is at min(k * val_interval, max_iters); the log's train lines
+    (every ``log_interval`` iterations) need not fall on a validation.
+    """
+    train_re = re.compile(r'Iter\(train\) \[\s*\d+/(\d+)\]')
     metric_re = re.compile(r'coco/(bbox_mAP\w*): (-?[\d.]+)')
     out: Dict[int, Dict[str, float]] = {}
-    last_iter = 0
+    max_iters = None
     with open(log_file) as f:
         for line in f:
             match = train_re.search(line)
             if match:
-                last_iter = int(match.group(1))
+                max_iters = int(match.group(1))
             found = dict(metric_re.findall(line))
             if 'bbox_mAP' in found:
-                out[last_iter] = {k: float(v) for k, v in found.items()}
+                at = (len(out) + 1) * val_interval
+                out[at if max_iters is None else min(at, max_iters)] = {
+                    k: float(v) for k, v in found.items()
+                }
     return out
 
 
@@ -187,7 +195,7 @@ def main() -> None:
                 stage = Stage(f'{name}_seed{seed}', config, s_iters, extra + evals)
                 run_stage(stage, fam_dir, seed, data_root)
                 log = osp.join(fam_dir, f'{stage.name}.log')
-                runs[family][name][seed] = evaluations(log)
+                runs[family][name][seed] = evaluations(log, interval)
     short, long = interval * (NUM_EVALS // 2), s_iters
     table = summary_table(runs, teachers, short, long, args.seeds)
     note = (
