@@ -25,12 +25,25 @@ would let a checkpoint run code). Nothing else is allow-listed and nothing is mo
 To see it: after the import, ``torch.serialization.get_safe_globals()`` lists these entries
 (next to torch's own, such as ``DTensor``);
 ``torch.serialization.get_unsafe_globals_in_checkpoint(PATH)`` shows what a file still needs.
+
+Side effect on mmengine's checkpoint loading of URLs: the import also calls
+:func:`~mmdet_detrdistill.utils.url_loader.register_safe_url_loader`, which registers this
+package's safe loader for ``http://`` and ``https://`` in ``mmengine.runner.CheckpointLoader``
+(``register_scheme(..., force=True)``, mmengine's documented API), replacing mmengine's
+``load_from_http`` (``torch.load(weights_only=False)``). So ``load_from=URL``, ``resume``,
+``init_cfg=dict(type='Pretrained', checkpoint=URL)`` and ``mmengine.runner.load_checkpoint``
+download URLs into this package's cache (keyed by the whole URL, with a download timeout;
+see :mod:`mmdet_detrdistill.utils.remote_checkpoint`) and load them like ``model.teacher_ckpt``:
+``weights_only=True`` with the allow-list above; a file that fails to load is deleted from the
+cache. ``CheckpointLoader._schemes['http://']`` shows the registered loader.
 """
 
 from .utils.checkpoint import register_mmengine_safe_globals
+from .utils.url_loader import register_safe_url_loader
 from .version import __version__
 
 register_mmengine_safe_globals()
+register_safe_url_loader()
 
 from . import engine, models  # noqa: E402,F401  (registers into mmdet's registries)
 

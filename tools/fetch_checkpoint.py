@@ -1,13 +1,16 @@
-"""Download checkpoint URLs into the cache ``load_from`` uses, checked by the safe loader.
+"""Download checkpoint URLs into this package's URL cache, checked by the safe loader.
 
     python tools/fetch_checkpoint.py URL [URL ...]
 
-mmengine's ``load_from`` (and ``init_cfg=dict(type='Pretrained', checkpoint=URL)``) reads
-http(s) URLs through torch.hub, i.e. with ``torch.load(weights_only=False)``: a malicious file
-would run code. Fetch a URL here first: the file lands in the same cache (torch.hub's
-``checkpoints/``, under ``$TORCH_HOME``) after this package's safe loader (``weights_only=True``
-and an allow-list) has read it; a refused file is deleted from the cache. ``model.teacher_ckpt``
-URLs need no such step: they always go through the safe loader.
+Pre-fills the cache, e.g. on a machine with network access before an offline run: each file
+lands in ``<torch.hub.get_dir()>/checkpoints/<sha256(URL)[:16]>-<file name>`` (under
+``$TORCH_HOME``) after the safe loader (``weights_only=True`` and an allow-list) has read it; a
+file that fails to load is deleted from the cache. Copy that directory to the offline machine.
+
+It is not needed for safety: once ``mmdet_detrdistill`` is imported (``custom_imports`` in the
+config), ``load_from=URL``, ``init_cfg=dict(type='Pretrained', checkpoint=URL)`` and
+``model.teacher_ckpt=URL`` all go through the same safe loader and cache. Downloads time out
+after ``$MMDET_DETRDISTILL_DOWNLOAD_TIMEOUT`` seconds without data (default 60).
 """
 
 import argparse

@@ -15,13 +15,13 @@ import re
 import tempfile
 import zipfile
 from _compat_pickle import IMPORT_MAPPING, NAME_MAPPING
-from typing import Any, Callable, Dict, List, Union
+from typing import Any, Callable, Dict, List, NoReturn, Union
 
 import numpy as np
 import torch
 from torch import nn
 
-from .remote_checkpoint import is_url, local_checkpoint_path
+from .remote_checkpoint import discard_cached_download, is_url, local_checkpoint_path
 
 MapLocation = Union[str, torch.device, Callable, Dict[str, str], None]
 
@@ -197,27 +197,49 @@ def load_checkpoint_file(filename: str, map_location: MapLocation = 'cpu') -> Di
     return checkpoint
 
 
-def read_checkpoint(filename: str, role: str = 'teacher') -> Dict[str, Any]:
+def _fetched_error(err: Exception, filename: str) -> NoReturn:
+    """Re-raise ``err`` (a failed load of the file fetched for ``filename``) naming its source.
+
+    A downloaded file is first removed from the URL cache (rank 0 only), whatever the reason.
+    """
+    if is_url(filename):
+        context = f'downloaded from {filename!r}; {discard_cached_download(filename)}'
+    else:
+        context = f'fetched from {filename!r}'
+    if isinstance(err, (ValueError, OSError)):  # UnsafeCheckpointError, FileNotFoundError, ...
+        raise type(err)(f'{err} ({context})') from None
+    raise err
+
+
+def read_checkpoint(
+    filename: str, role: str = 'teacher', map_location: MapLocation = 'cpu'
+) -> Dict[str, Any]:
     """:func:`load_checkpoint_file` for a path, an ``http(s)://`` URL or any mmengine fileio path.
 
-    A URL is downloaded once into the cache ``load_from`` uses (torch.hub's
-    ``checkpoints/`` directory), other backends are fetched to a temporary file; either way the
-    bytes are then loaded by the same safe loader as a local file (see
-    :mod:`mmdet_detrdistill.utils.remote_checkpoint`). A downloaded file that is refused as
-    unsafe is deleted from the cache: mmengine's ``load_from`` reads cached URLs with
-    ``torch.load(weights_only=False)`` and must not find it there.
+    A URL is downloaded once into the URL cache (torch.hub's ``checkpoints/`` directory, keyed
+    by the whole URL), other backends are fetched to a temporary file; either way the bytes are
+    then loaded by the same safe loader as a local file (see
+    :mod:`mmdet_detrdistill.utils.remote_checkpoint`). A downloaded file that fails to load for
+    any reason (unsafe, corrupt, not a dict, ...) is deleted from the cache by rank 0, so the
+    next run downloads it again.
+
+    Args:
+        filename: Local path, ``http(s)://`` URL or mmengine fileio path.
+        role: What the checkpoint is for (e.g. ``'teacher'``), for error messages.
+        map_location: Passed to ``torch.load``.
+
+    Raises:
+        FileNotFoundError: The file is missing or its download failed.
+        UnsafeCheckpointError: Unpickling needs a global that is not allow-listed.
+        ValueError: The file is corrupt, truncated or not a checkpoint dict.
     """
     with local_checkpoint_path(filename, role) as path:
         if path == os.fspath(filename):
-            return load_checkpoint_file(path)
+            return load_checkpoint_file(path, map_location)
         try:
-            return load_checkpoint_file(path)
-        except ValueError as err:  # UnsafeCheckpointError included
-            removed = ''
-            if isinstance(err, UnsafeCheckpointError) and is_url(filename):
-                os.remove(path)
-                removed = '; the downloaded file was deleted from the cache'
-            raise type(err)(f'{err} (fetched from {filename!r}{removed})') from None
+            return load_checkpoint_file(path, map_location)
+        except Exception as err:  # noqa: BLE001 - any failure drops the cached download
+            _fetched_error(err, os.fspath(filename))
 
 
 def drop_executable_config(checkpoint: Dict[str, Any]) -> bool:
