@@ -127,3 +127,44 @@ def test_teacher_checkpoint_is_loaded_when_training_starts(tmp_path):
             model(**make_batch(model), mode='loss')
         for key, value in source.state_dict().items():
             assert torch.equal(model.teacher.state_dict()[key], value), (start, key)
+
+
+def test_unrelated_detector_sharing_only_buffers_is_refused(tmp_path, logged):
+    # what a Faster R-CNN checkpoint shares with a DETR student of another depth: the
+    # BatchNorm counters (same name, shape ()) and nothing else
+    model = _distiller()
+    shared = {k: v for k, v in model.student.state_dict().items() if 'num_batches_tracked' in k}
+    assert shared
+    other = {**shared, 'rpn_head.rpn_conv.weight': torch.zeros(4, 4, 3, 3)}
+    torch.save({'state_dict': other}, tmp_path / 'faster_rcnn.pth')
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(CheckpointMismatchError, match=r'fills 0\.0% of the student') as err:
+        load_checkpoint(model, str(tmp_path / 'faster_rcnn.pth'))
+    assert 'Nothing was loaded' in str(err.value)
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+
+
+def _share(model, state):
+    params = dict(model.student.named_parameters())
+    return sum(params[k].numel() for k in state if k in params) / sum(
+        p.numel() for p in params.values()
+    )
+
+
+def test_share_is_counted_in_parameter_elements_and_named_in_the_log(tmp_path, logged):
+    # the student without its head: a warm start for a dataset with other classes
+    model = _distiller()
+    state = {k: v for k, v in model.student.state_dict().items() if not k.startswith('bbox_head')}
+    share = _share(model, state)
+    assert warm_start.MIN_WARM_START_SHARE <= share < 1
+    torch.save({'state_dict': state}, tmp_path / 'no_head.pth')
+    load_checkpoint(model, str(tmp_path / 'no_head.pth'))
+    assert f'{share:.1%} of the parameters' in logged[-1]
+
+
+def test_partial_distiller_checkpoint_is_refused(tmp_path, logged):
+    source = _distiller()
+    state = {k: v for k, v in source.state_dict().items() if k.startswith('student.bbox_head.')}
+    torch.save({'state_dict': state}, tmp_path / 'head_only.pth')
+    with pytest.raises(CheckpointMismatchError, match='fills'):
+        load_checkpoint(_distiller(), str(tmp_path / 'head_only.pth'))

@@ -36,6 +36,30 @@ class ComponentKeys:
         return cls(f'model.{arg}', f'model.{arg}=None')
 
 
+COMPONENTS_EXAMPLE = "dict(feature=dict(type='TargetAwareFeatureKD'))"
+
+
+def require_dict(value: Any, key: str, example: str, allow_none: bool = False) -> None:
+    """Refuse a config value that should be a dict (e.g. ``model.matcher=MixMatcher``).
+
+    Args:
+        value (Any): The value the config gives.
+        key (str): Its config key, e.g. ``'model.matcher'``.
+        example (str): A correct value to show, e.g. ``"dict(type='MixMatcher')"``.
+        allow_none (bool): Whether None is allowed too. Defaults to False.
+
+    Raises:
+        TypeError: Naming the key, the value given and an example.
+    """
+    if isinstance(value, dict) or (allow_none and value is None):
+        return
+    also = ' (or None)' if allow_none else ''
+    raise TypeError(
+        f'{key} must be a config dict{also}, e.g. {key}={example}; got '
+        f'{type(value).__name__} {value!r:.200}'
+    )
+
+
 #: a component built outside a distiller (tests, scripts)
 UNNAMED = ComponentKeys('its config entry', 'its config entry set to None')
 
@@ -58,6 +82,7 @@ def preset_keys(
         TypeError: A value is neither a dict nor None (the message names the
             argument).
     """
+    require_dict(extra, 'model.components', COMPONENTS_EXAMPLE, allow_none=True)
     for name, value in chosen.items():
         if value is not None and not isinstance(value, dict):
             raise TypeError(

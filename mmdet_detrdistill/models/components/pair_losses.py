@@ -4,7 +4,7 @@ Losses between paired student and teacher queries of one decoder layer (also use
 DETRDistill's logits KD and OD-DETR's initial-query constraint).
 """
 
-from typing import Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from mmdet.registry import MODELS
 from mmdet.structures.bbox import bbox_cxcywh_to_xyxy
@@ -30,8 +30,33 @@ ATTENTION_LOSSES = dict(
 ALL_PAIR_LOSSES = {**PREDICTION_LOSSES, **ATTENTION_LOSSES}
 
 
+def merge_loss_cfg(default: Optional[dict], override: Any, key: str) -> Optional[dict]:
+    """One loss entry of a config merged over its default, as mmengine merges config dicts.
+
+    ``None`` switches the loss off; a dict without ``type`` (or with the default's ``type``)
+    updates the default's arguments (``dict(loss_weight=2.0)`` keeps the default loss and its
+    other arguments); a dict with another ``type`` replaces it.
+
+    Raises:
+        TypeError: ``override`` is neither a dict nor None (``key`` names it).
+        KeyError: It has no ``type`` and there is no default to take one from.
+    """
+    if override is None:
+        return None
+    if not isinstance(override, dict):
+        raise TypeError(
+            f'{key} must be a loss config dict (e.g. dict(loss_weight=2.0), merged over the '
+            f'default) or None to switch it off, got {override!r}'
+        )
+    if default is not None and override.get('type', default['type']) == default['type']:
+        return {**default, **override}
+    if 'type' not in override:
+        raise KeyError(f'{key} has no `type` and no default loss to merge into: add a `type`')
+    return dict(override)
+
+
 def build_pair_losses(cfg: Optional[dict], defaults: dict, key: str) -> nn.ModuleDict:
-    """Loss modules: ``cfg`` merged over ``defaults``; a ``None`` entry is off.
+    """Loss modules: each entry of ``cfg`` merged over its default (:func:`merge_loss_cfg`).
 
     Raises:
         KeyError: ``cfg`` names a loss that does not exist (``key`` is the
@@ -44,7 +69,12 @@ def build_pair_losses(cfg: Optional[dict], defaults: dict, key: str) -> nn.Modul
             f'{key}: unknown loss keys {unknown}; allowed keys are '
             f'{sorted(ALL_PAIR_LOSSES)} (set one to None to switch it off)'
         )
-    merged = {**defaults, **cfg}
+    merged = {
+        name: merge_loss_cfg(defaults.get(name, ALL_PAIR_LOSSES[name]), cfg[name], f'{key}.{name}')
+        if name in cfg
+        else defaults[name]
+        for name in {**defaults, **cfg}
+    }
     return nn.ModuleDict({k: MODELS.build(v) for k, v in merged.items() if v is not None})
 
 

@@ -13,8 +13,9 @@ from torch import Tensor, nn
 
 from ...utils.checkpoint import load_weights_strictly
 from ...utils.finite import check_finite_loss, check_finite_weights
+from ...utils.paths import expand_user_path
 from ..common import OWN_GROUP, DecoderOutputs, QueryGroup
-from ..components.config_keys import ComponentKeys
+from ..components.config_keys import COMPONENTS_EXAMPLE, ComponentKeys, require_dict
 from ..detectors import GroupDINO, QueryGroupMixin, to_group_detector_cfg
 from ..layers import AttentionRecorder
 from ..layers.dino_head_losses import dino_head_gt_losses
@@ -22,7 +23,7 @@ from ..layers.head_losses import head_gt_losses
 from ..task_modules import RecordingAssigner, layer_match_instability
 from .components_builder import build_components, unique_query_groups
 from .teacher_config import check_same_classes, check_same_preprocessing, load_teacher_model_cfg
-from .warm_start import reapply_pretrained, remap_plain_student_state
+from .warm_start import check_warm_start_share, reapply_pretrained, remap_plain_student_state
 
 
 class DETRDistillerBase(BaseDetector):
@@ -123,6 +124,9 @@ class DETRDistillerBase(BaseDetector):
         component_keys: Optional[Dict[str, ComponentKeys]] = None,
     ) -> None:
         super().__init__(init_cfg=init_cfg)
+        require_dict(student, 'model.student', "dict(type='ConditionalDETR', ...)")
+        require_dict(components, 'model.components', COMPONENTS_EXAMPLE, True)
+        teacher_ckpt = expand_user_path(teacher_ckpt)
         self.student = MODELS.build(to_group_detector_cfg(student, 'student'))
         self.data_preprocessor = self.student.data_preprocessor
         # Deformable DETR's head also takes the encoder proposals' outputs
@@ -201,8 +205,10 @@ class DETRDistillerBase(BaseDetector):
     _warm_start_targets: Tuple[str, ...] = ('student.',)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
-        """Also accept a plain student checkpoint (:func:`remap_plain_student_state`)."""
+        """Also accept a plain student checkpoint (:func:`remap_plain_student_state`); refuse
+        one that fills too little of the student (:func:`check_warm_start_share`)."""
         remap_plain_student_state(self, state_dict, prefix, self._warm_start_targets)
+        check_warm_start_share(self, state_dict, prefix)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def parse_losses(self, losses: Dict[str, Tensor]) -> Tuple[Tensor, Dict[str, Tensor]]:

@@ -8,6 +8,7 @@ from torch import nn
 
 from ..common import QueryGroup
 from ..components.config_keys import ComponentKeys
+from .loss_weights import check_loss_weights
 
 
 def build_components(
@@ -48,6 +49,7 @@ def build_components(
                 message = err.args[0] if len(err.args) == 1 else str(err)
                 raise type(err)(f'{where.config}: {message}') from err
         component.config_keys = where
+        check_loss_weights(component, where)
         component.bind(student, teacher)
         components[name] = component
     return components

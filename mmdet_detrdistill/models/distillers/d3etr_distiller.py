@@ -5,7 +5,7 @@ from typing import Optional, Union
 from mmdet.registry import MODELS
 from mmdet.utils import ConfigType, OptMultiConfig
 
-from ..components.config_keys import ComponentKeys
+from ..components.config_keys import COMPONENTS_EXAMPLE, ComponentKeys, require_dict
 from ..components.pair_losses import ALL_PAIR_LOSSES
 from .base_distiller import DETRDistillerBase
 
@@ -59,6 +59,10 @@ class D3ETRDistiller(DETRDistillerBase):
         components: Optional[dict] = None,
         init_cfg: OptMultiConfig = None,
     ) -> None:
+        require_dict(matcher, 'model.matcher', "dict(type='MixMatcher')")
+        for key, losses in (('adaptive_losses', adaptive_losses), ('fixed_losses', fixed_losses)):
+            require_dict(losses, f'model.{key}', 'dict(loss_cls=dict(loss_weight=2.0))', True)
+        require_dict(components, 'model.components', COMPONENTS_EXAMPLE, True)
         matcher = dict(matcher)
         adaptive, fixed = matcher.get('adaptive', True), matcher.get('fixed', True)
         others = [name for name, cfg in (components or {}).items() if cfg is not None]

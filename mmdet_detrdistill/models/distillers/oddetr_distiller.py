@@ -9,7 +9,7 @@ from mmdet.utils import ConfigType, OptMultiConfig
 from torch import Tensor, nn
 
 from ..common import OWN_GROUP, STUDENT_QUERY_GROUP, DecoderOutputs, QueryGroup
-from ..components.config_keys import preset_keys
+from ..components.config_keys import preset_keys, require_dict
 from .base_distiller import DETRDistillerBase
 
 ODDETR_COMPONENTS = dict(
@@ -97,6 +97,7 @@ class ODDETRDistiller(DETRDistillerBase):
         log_match_instability: bool = True,
         init_cfg: OptMultiConfig = None,
     ) -> None:
+        require_dict(ema, 'model.ema', 'dict(momentum=1e-3)')
         self._ema_cfg = {**DEFAULT_EMA, **ema}
         chosen = dict(guided=guided_assignment, init_query=init_query, aux=aux_groups)
         keys = preset_keys(chosen, ODDETR_ARGS, components)
