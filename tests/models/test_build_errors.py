@@ -55,7 +55,7 @@ def test_oddetr_unknown_loss_key_names_its_init_query_argument():
 
 def test_oddetr_two_assignment_overrides_name_both_switches():
     cfg = dict(type='ODDETRDistiller', student=tiny_detr_cfg('dab', **NARROW))
-    cfg['components'] = dict(guided_too=dict(type='TeacherGuidedAssignment'))
+    cfg['components'] = dict(guided_too=dict(type='ODDETRGuidedAssignment'))
     with pytest.raises(ValueError, match='ground-truth assignment') as err:
         MODELS.build(cfg)
     assert 'model.guided_assignment=None' in str(err.value)

@@ -3,15 +3,13 @@
 import pytest
 import torch
 from mmdet.models.task_modules import AssignResult
-from mmdet.registry import MODELS, TASK_UTILS
+from mmdet.registry import MODELS
 from mmdet.structures.bbox import bbox_xyxy_to_cxcywh
 from mmengine.structures import InstanceData
 
-from mmdet_detrdistill.models.components import ODDETRGuidedAssignment
 from mmdet_detrdistill.models.layers.head_losses import head_gt_losses, layer_losses
 from mmdet_detrdistill.models.task_modules import (
     BoundTeacherAssigner,
-    ODDETRGuidedAssigner,
     QueryPriorAssigner,
 )
 from mmdet_detrdistill.testing import distiller_cfg, make_batch, tiny_detr_cfg
@@ -169,9 +167,3 @@ def test_bound_assigner_gives_the_assigner_that_images_teacher_predictions():
 def _xyxy(n, g):
     xy = torch.rand(n, 2, generator=g) * 50
     return torch.cat([xy, xy + 10 + torch.rand(n, 2, generator=g) * 40], 1)
-
-
-def test_former_names_still_build():
-    assert isinstance(MODELS.build(dict(type='TeacherGuidedAssignment')), ODDETRGuidedAssignment)
-    assert isinstance(TASK_UTILS.build(dict(type='TeacherGuidedAssigner')), ODDETRGuidedAssigner)
-    assert isinstance(TASK_UTILS.build(dict(type='TeacherAssistedAssigner')), QueryPriorAssigner)

@@ -22,7 +22,7 @@ def test_binary_kl_gradient_equals_plain_bce_gradient():
 
 
 def test_former_name_soft_bce_distill_loss_builds_the_binary_kl_loss():
-    loss = MODELS.build(dict(type='SoftBCEDistillLoss', loss_weight=2.0))
+    loss = MODELS.build(dict(type='BinaryKLDistillLoss', loss_weight=2.0))
     assert type(loss) is BinaryKLDistillLoss and loss.loss_weight == 2.0
 
 

@@ -185,7 +185,7 @@ def test_guided_assignment_needs_a_same_sized_teacher():
                 student=student,
                 teacher=tiny_detr_cfg('dab', num_queries=12),
                 allow_untrained_teacher=True,
-                components=dict(guided=dict(type='TeacherGuidedAssignment')),
+                components=dict(guided=dict(type='ODDETRGuidedAssignment')),
             )
         )
 
@@ -328,7 +328,7 @@ def test_two_stage_guidance_without_the_students_proposals_is_refused():
             student=tiny_detr_cfg('deformable-twostage'),
             teacher=tiny_detr_cfg('deformable-twostage'),
             allow_untrained_teacher=True,
-            components=dict(guided=dict(type='TeacherGuidedAssignment')),
+            components=dict(guided=dict(type='ODDETRGuidedAssignment')),
         )
     )
     model.init_weights()

@@ -9,7 +9,7 @@ from .fixed_match_kd import FixedMatchKD
 from .hungarian_logits_kd import HungarianLogitsKD
 from .initial_query_kd import InitialQueryKD
 from .matched_pair_kd import MatchedPairKD
-from .oddetr_guided_assignment import ODDETRGuidedAssignment, TeacherGuidedAssignment
+from .oddetr_guided_assignment import ODDETRGuidedAssignment
 from .query_prior_assignment import QueryPriorAssignment
 from .target_aware_feature_kd import TargetAwareFeatureKD
 
@@ -26,5 +26,4 @@ __all__ = [
     'QueryPriorAssignment',
     'TEACHER_QUERY_GROUP',
     'TargetAwareFeatureKD',
-    'TeacherGuidedAssignment',
 ]

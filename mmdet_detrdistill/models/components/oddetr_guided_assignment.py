@@ -86,7 +86,3 @@ class ODDETRGuidedAssignment(DistillComponent):
     def extra_repr(self) -> str:
         return f'{super().extra_repr()}, alpha={self.alpha}'
 
-
-MODELS.register_module(name='TeacherGuidedAssignment', module=ODDETRGuidedAssignment)
-#: former name, kept importable (and registered: configs may use it)
-TeacherGuidedAssignment = ODDETRGuidedAssignment

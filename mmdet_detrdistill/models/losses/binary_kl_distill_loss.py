@@ -25,8 +25,7 @@ class BinaryKLDistillLoss(nn.Module):
         loss = w / avg_factor * sum_{k, c} [BCE(x_s[k, c], p_t[k, c])
                                             - BCE(x_t[k, c], p_t[k, c])]
 
-    Computed in fp32. Registered also under its former name ``'SoftBCEDistillLoss'``, so
-    configs that write it still build.
+    Computed in fp32.
 
     Args:
         loss_weight (float): Weight w. Defaults to 1.0.
@@ -61,5 +60,3 @@ class BinaryKLDistillLoss(nn.Module):
         avg_factor = max(student_logits.shape[0], 1) if avg_factor is None else avg_factor
         return self.loss_weight * kl.sum() / avg_factor
 
-
-MODELS.register_module(name='SoftBCEDistillLoss', module=BinaryKLDistillLoss)

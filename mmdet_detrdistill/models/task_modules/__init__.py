@@ -3,8 +3,8 @@
 from .bound_teacher_assigner import BoundTeacherAssigner
 from .match_stability import RecordingAssigner, layer_match_instability, match_instability
 from .mix_matcher import MixMatcher
-from .oddetr_guided_assigner import ODDETRGuidedAssigner, TeacherGuidedAssigner
-from .query_prior_assigner import QueryPriorAssigner, TeacherAssistedAssigner
+from .oddetr_guided_assigner import ODDETRGuidedAssigner
+from .query_prior_assigner import QueryPriorAssigner
 from .soft_label_bce_cost import SoftLabelBCECost
 
 __all__ = [
@@ -14,8 +14,6 @@ __all__ = [
     'QueryPriorAssigner',
     'RecordingAssigner',
     'SoftLabelBCECost',
-    'TeacherAssistedAssigner',
-    'TeacherGuidedAssigner',
     'layer_match_instability',
     'match_instability',
 ]

@@ -97,7 +97,3 @@ class ODDETRGuidedAssigner(BaseAssigner):
 def _fp32(preds: InstanceData) -> InstanceData:
     return InstanceData(scores=preds.scores.float(), bboxes=preds.bboxes.float())
 
-
-TASK_UTILS.register_module(name='TeacherGuidedAssigner', module=ODDETRGuidedAssigner)
-#: former name, kept importable (and registered: configs may use it)
-TeacherGuidedAssigner = ODDETRGuidedAssigner

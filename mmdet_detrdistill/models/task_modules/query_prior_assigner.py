@@ -72,7 +72,3 @@ class QueryPriorAssigner(BaseAssigner):
     def __repr__(self) -> str:
         return f'{self.__class__.__name__}(assigner={self.assigner.__class__.__name__})'
 
-
-TASK_UTILS.register_module(name='TeacherAssistedAssigner', module=QueryPriorAssigner)
-#: former name, kept importable (and registered: configs may use it)
-TeacherAssistedAssigner = QueryPriorAssigner
