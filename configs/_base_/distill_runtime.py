@@ -6,7 +6,8 @@
 # each method config sets the checkpoint hook's type itself (mmdet's interval settings merge in):
 #   default_hooks = dict(checkpoint=dict(type='AtomicCheckpointHook'))
 # AtomicCheckpointHook: checkpoints and `last_checkpoint` written atomically, the oldest
-#   checkpoint removed only after the new one is complete; `resume` finds the newest complete one.
+#   checkpoint removed only after the new one is complete; `resume` continues this run (its id is
+#   in each checkpoint's meta) from its newest complete checkpoint.
 # A config that sets `custom_hooks` replaces this list: keep these in it, e.g.
 #   custom_hooks = [*_base_.custom_hooks, dict(type='EMAHook')]
 custom_imports = dict(imports=['mmdet_detrdistill'], allow_failed_imports=False)

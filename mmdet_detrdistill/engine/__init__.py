@@ -4,6 +4,7 @@ from .atomic_checkpoint_hook import AtomicCheckpointHook
 from .drop_executable_config_hook import DropExecutableConfigHook
 from .match_instability_hook import MatchInstabilityHook
 from .rng_state_hook import RNGStateHook
+from .run_identity import ResumeChoice, checkpoint_run_id, choose_resume_checkpoint
 from .student_optim_constructor import StudentOptimWrapperConstructor
 
 __all__ = [
@@ -11,5 +12,8 @@ __all__ = [
     'DropExecutableConfigHook',
     'MatchInstabilityHook',
     'RNGStateHook',
+    'ResumeChoice',
+    'checkpoint_run_id',
+    'choose_resume_checkpoint',
     'StudentOptimWrapperConstructor',
 ]

@@ -1,4 +1,4 @@
-"""Files of a checkpoint directory: atomic writes, completeness, the newest complete one.
+"""Files of a checkpoint directory: atomic writes, completeness, the complete checkpoints.
 
 Used by :class:`AtomicCheckpointHook`. A file being written is named ``.NAME.tmp`` next to its
 final ``NAME``: it never matches ``iter_*.pth`` / ``epoch_*.pth``, so nothing resumes from it.
@@ -72,17 +72,24 @@ def checkpoint_step(filename: str, filename_tmpl: str) -> Optional[int]:
     return int(match.group(1)) if match else None
 
 
-def newest_complete_checkpoint(directory: str, filename_tmpl: str) -> Optional[Tuple[int, str]]:
-    """``(step, path)`` of the complete checkpoint with the highest step in ``directory``."""
+def complete_checkpoints(directory: str, filename_tmpl: str) -> List[Tuple[int, str]]:
+    """``(step, path)`` of every complete checkpoint in ``directory``, newest (highest step)
+    first; ``[]`` if there is no such directory."""
     if not osp.isdir(directory):
-        return None
+        return []
     found = []
     for name in os.listdir(directory):
         step = checkpoint_step(name, filename_tmpl)
         path = osp.join(directory, name)
         if step is not None and is_complete_checkpoint(path):
             found.append((step, path))
-    return max(found) if found else None
+    return sorted(found, reverse=True)
+
+
+def newest_complete_checkpoint(directory: str, filename_tmpl: str) -> Optional[Tuple[int, str]]:
+    """``(step, path)`` of the complete checkpoint with the highest step in ``directory``."""
+    found = complete_checkpoints(directory, filename_tmpl)
+    return found[0] if found else None
 
 
 def remove_temporary_files(directory: str, is_own: Callable[[str], bool]) -> List[str]:

@@ -1,5 +1,6 @@
 """AtomicCheckpointHook: a save that dies midway loses nothing; resume finds the newest
-complete checkpoint; otherwise the same files as mmengine's CheckpointHook."""
+complete checkpoint of the run; otherwise the same files as mmengine's CheckpointHook.
+(Which run resume continues in a reused work dir: test_resume_this_run.py.)"""
 
 import os
 import uuid
@@ -54,7 +55,9 @@ class StartRecorder(Hook):
         self.start = runner.iter
 
 
-def _run(work_dir, max_iters, hook_type='AtomicCheckpointHook', extra_hooks=(), **ckpt_cfg):
+def _run(
+    work_dir, max_iters, hook_type='AtomicCheckpointHook', extra_hooks=(), resume=True, **ckpt_cfg
+):
     runner = Runner(
         model=ToyModel(),
         work_dir=str(work_dir),
@@ -72,7 +75,7 @@ def _run(work_dir, max_iters, hook_type='AtomicCheckpointHook', extra_hooks=(), 
             logger=dict(type='LoggerHook', interval=1),
         ),
         custom_hooks=list(extra_hooks),
-        resume=True,
+        resume=resume,
         default_scope='mmdet',  # where our hooks are registered
     )
     runner.train()
