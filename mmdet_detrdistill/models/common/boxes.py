@@ -3,6 +3,7 @@
 from typing import Sequence, Union
 
 import torch
+from mmdet.structures.bbox import bbox_cxcywh_to_xyxy, bbox_xyxy_to_cxcywh
 from torch import Tensor
 
 
@@ -22,3 +23,23 @@ def pixel_scale(like: Union[Tensor, torch.device], img_metas: Sequence[dict]) ->
     device = like.device if isinstance(like, Tensor) else like
     sizes = [(w, h, w, h) for h, w in (m['img_shape'][:2] for m in img_metas)]
     return torch.tensor(sizes, dtype=torch.float32, device=device).reshape(-1, 1, 4)
+
+
+def clamp_to_image(boxes: Tensor) -> Tensor:
+    """Normalised cxcywh boxes cut to their image, still normalised cxcywh.
+
+    The corners are clamped to the image::
+
+        x1, y1, x2, y2 = clamp(cxcywh_to_xyxy(boxes), 0, 1)
+        out = xyxy_to_cxcywh(x1, y1, x2, y2)
+
+    which is clamping pixel xyxy boxes to ``[0, w] x [0, h]`` (the image's
+    ``img_shape``, by which the boxes are normalised) and normalising back.
+
+    Args:
+        boxes (Tensor): (..., 4) normalised cxcywh.
+
+    Returns:
+        Tensor: (..., 4) normalised cxcywh, every corner inside [0, 1].
+    """
+    return bbox_xyxy_to_cxcywh(bbox_cxcywh_to_xyxy(boxes).clamp(0, 1))

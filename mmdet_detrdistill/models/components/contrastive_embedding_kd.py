@@ -97,6 +97,9 @@ class ContrastiveEmbeddingKD(AdaptiveMatchKD):
             ``'image'``.
         loss (dict): Loss config. Defaults to ``InfoNCEDistillLoss`` with
             temperature 0.07 and loss_weight 0.2.
+        clamp_teacher_boxes (bool): Match against the teacher's boxes cut to
+            the image, as the logits distillation does (and the official
+            ``pos_assigned_gt_inds``). Defaults to True.
     """
 
     default_losses: dict = {}  # no pair losses: :meth:`loss` is the contrastive one
@@ -108,8 +111,9 @@ class ContrastiveEmbeddingKD(AdaptiveMatchKD):
         embed_dims: int = 512,
         negatives: str = 'image',
         loss: ConfigType = dict(type='InfoNCEDistillLoss', temperature=0.07, loss_weight=0.2),
+        clamp_teacher_boxes: bool = True,
     ) -> None:
-        super().__init__(prefix, matcher)
+        super().__init__(prefix, matcher, clamp_teacher_boxes=clamp_teacher_boxes)
         if negatives not in NEGATIVES:
             raise ValueError(
                 f'ContrastiveEmbeddingKD: negatives={negatives!r}; use one of {NEGATIVES} (the '

@@ -29,19 +29,29 @@ def check_same_query_format(student: nn.Module, teacher: nn.Module, component: n
         )
 
 
-def teacher_query_group(teacher_out: DecoderOutputs) -> QueryGroup:
-    """The teacher's queries as they entered its decoder, as a student group."""
-    return dataclasses.replace(teacher_out.own_queries, name=TEACHER_QUERY_GROUP)
+def teacher_query_group(teacher_out: DecoderOutputs, student: nn.Module) -> QueryGroup:
+    """The teacher's queries as they entered its decoder, made a group the student's way.
+
+    The group keeps the teacher's query parameters (content and positional
+    queries, anchors, proposals); what the student's family derives from
+    them before the decoder is derived by the *student's* layers
+    (:meth:`QueryGroupMixin.adopt_query_group`: one-stage Deformable DETR's
+    reference points), so those layers learn from the group.
+    """
+    group = dataclasses.replace(teacher_out.own_queries, name=TEACHER_QUERY_GROUP)
+    return student.adopt_query_group(group)
 
 
 @MODELS.register_module()
 class FixedMatchKD(MatchedPairKD):
     """D3ETR's fixed matching (and OD-DETR's initial-query constraint).
 
-    The teacher's queries (as they entered its decoder) run through the
-    student's decoder as the isolated group ``'teacher_queries'``; in every
-    student layer l, query i of the group is paired with teacher query i of
-    layer t(l), and the pairs are distilled (see :class:`MatchedPairKD`).
+    The teacher's queries (as they entered its decoder; what the student's
+    family derives from them before the decoder is derived by the student's
+    layers, :func:`teacher_query_group`) run through the student's decoder
+    as the isolated group ``'teacher_queries'``; in every student layer l,
+    query i of the group is paired with teacher query i of layer t(l), and
+    the pairs are distilled (see :class:`MatchedPairKD`).
 
     Args:
         prefix (str): Loss-key prefix. Defaults to ``'d3etr.fixed'``.
@@ -68,7 +78,7 @@ class FixedMatchKD(MatchedPairKD):
     def query_groups(
         self, teacher_out: DecoderOutputs, batch_data_samples: SampleList
     ) -> List[QueryGroup]:
-        return [teacher_query_group(teacher_out)]
+        return [teacher_query_group(teacher_out, self.student)]
 
     def match_layers(
         self,

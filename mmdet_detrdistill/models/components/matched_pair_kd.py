@@ -70,6 +70,13 @@ class MatchedPairKD(DistillComponent):
         """The (student, teacher) query pairs of each (student, teacher) layer of ``layers``."""
         raise NotImplementedError
 
+    def teacher_targets(self, teacher_out: DecoderOutputs) -> DecoderOutputs:
+        """The teacher outputs the pairs are matched against and distilled to.
+
+        Default: the teacher's outputs as they are.
+        """
+        return teacher_out
+
     def paired_layers(
         self, student_out: DecoderOutputs, teacher_out: DecoderOutputs, img_metas: List[dict]
     ) -> List[Tuple[Tuple[int, int], Pairs]]:
@@ -97,13 +104,14 @@ class MatchedPairKD(DistillComponent):
     ) -> Dict[str, Tensor]:
         """Pair losses of every student layer, keys ``{prefix}.d{l}.{loss}``."""
         img_metas = [s.metainfo for s in batch_data_samples]
+        targets = self.teacher_targets(teacher_out)
         out = {}
         for (s_l, t_l), pairs in self.paired_layers(student_out, teacher_out, img_metas):
             layer = pair_losses(
                 self.losses,
                 pairs,
                 (student_out, self.student_group, s_l),
-                (teacher_out, t_l),
+                (targets, t_l),
                 img_metas,
             )
             out.update({f'{self.prefix}.d{s_l}.{k}': v for k, v in layer.items()})

@@ -10,7 +10,8 @@ from mmdet.registry import MODELS
 from mmdet.structures.bbox import bbox_cxcywh_to_xyxy
 from torch import Tensor, nn
 
-from ..common import OWN_GROUP, DecoderOutputs, gather_queries, gather_square, pixel_scale
+from ..common import OWN_GROUP, DecoderOutputs, gather_queries, pixel_scale
+from ..layers.attention_maps import kept_self_attention
 from ..losses.attention_map_distill_loss import REF_CROSS_ATTN_KEYS, REF_SELF_ATTN_KEYS
 
 PREDICTION_LOSSES = dict(
@@ -105,7 +106,10 @@ def pair_losses(
         dict[str, Tensor]: Classes (soft-label BCE on logits vs. teacher
         probabilities), boxes (L1 on normalised cxcywh, GIoU on pixel xyxy,
         both averaged over pairs), self-attention among the matched queries
-        and their cross-attention, both reordered by the match.
+        (each side's block renormalised over its matched queries,
+        :func:`kept_self_attention`: a teacher with more queries than pairs
+        spreads weight over queries the student does not have) and their
+        cross-attention, both reordered by the match.
     """
     (s_out, group, s_l), (t_out, t_l) = student, teacher
     s_idx, t_idx = pairs
@@ -128,8 +132,8 @@ def pair_losses(
         )
     if 'loss_self_attn' in loss_fns:
         out['loss_self_attn'] = loss_fns['loss_self_attn'](
-            gather_square(s_out.self_attn(group, s_l), s_idx),
-            gather_square(t_out.self_attn(OWN_GROUP, t_l), t_idx),
+            kept_self_attention(s_out.self_attn(group, s_l), s_idx),
+            kept_self_attention(t_out.self_attn(OWN_GROUP, t_l), t_idx),
         )
     if 'loss_cross_attn' in loss_fns:
         out['loss_cross_attn'] = loss_fns['loss_cross_attn'](

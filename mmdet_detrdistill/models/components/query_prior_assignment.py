@@ -21,12 +21,16 @@ class QueryPriorAssignment(DistillComponent):
 
     The teacher's queries (as they entered its decoder) run through the
     student's decoder as the isolated group ``'teacher_queries'`` (shared
-    with D3ETR's fixed matching when both are on). In every student layer l,
-    the group is supervised with the ground truth by the student head's own
-    losses, but under the *teacher's* Hungarian assignment of its layer t(l)
-    (:class:`QueryPriorAssigner`, given the teacher's predictions of that
-    layer as an argument; no new matching): query i learns the
-    object teacher query i found. Training only.
+    with D3ETR's fixed matching when both are on); what the student's family
+    derives from them before the decoder is derived by the student's layers
+    (:func:`teacher_query_group`), as in the official code, where the
+    teacher's ``query_embedding`` goes through the student's transformer and
+    its ``reference_points`` layer (one-stage Deformable DETR). In every
+    student layer l, the group is supervised with the ground truth by the
+    student head's own losses, but under the *teacher's* Hungarian assignment
+    of its layer t(l) (:class:`QueryPriorAssigner`, given the teacher's
+    predictions of that layer as an argument; no new matching): query i
+    learns the object teacher query i found. Training only.
 
     Args:
         prefix (str): Loss-key prefix. Defaults to ``'detrdistill.query_prior'``.
@@ -58,7 +62,7 @@ class QueryPriorAssignment(DistillComponent):
     def query_groups(
         self, teacher_out: DecoderOutputs, batch_data_samples: SampleList
     ) -> List[QueryGroup]:
-        return [teacher_query_group(teacher_out)]
+        return [teacher_query_group(teacher_out, self.student)]
 
     def loss(
         self,

@@ -1,5 +1,6 @@
 """Deformable DETR whose decoder can run extra, isolated query groups."""
 
+import dataclasses
 from typing import Dict, List, Optional, Tuple
 
 import torch
@@ -105,6 +106,25 @@ class GroupDeformableDETR(QueryGroupMixin, DeformableDETR):
             decoder_inputs['query_pos'],
             decoder_inputs['reference_points'],
         )
+
+    def adopt_query_group(self, group: QueryGroup) -> QueryGroup:
+        """One-stage: reference points made from the group's positional
+        queries by this model's ``reference_points_fc``, as mmdet's
+        ``pre_decoder`` makes its own::
+
+            reference = sigmoid(reference_points_fc(query_pos))    # (bs, n, 2)
+
+        so a teacher's queries in this decoder train this model's reference
+        layer too (DETRDistill's official code runs the teacher's
+        ``query_embedding`` through the student's transformer, whose
+        ``reference_points`` layer makes them). Two-stage: the group as it is;
+        its reference boxes are encoder proposals, which no layer makes from
+        the queries.
+        """
+        if self.as_two_stage:
+            return group
+        reference = self.reference_points_fc(group.query_pos).sigmoid()
+        return dataclasses.replace(group, reference=reference)
 
     def merge_query_groups(self, decoder_inputs: Dict, groups: List[QueryGroup]) -> Dict:
         """Concatenate queries, positional queries and reference points."""

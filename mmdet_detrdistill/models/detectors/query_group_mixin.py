@@ -18,9 +18,10 @@ from ..layers import (
 class QueryGroupMixin:
     """Query-group support for an mmdet ``DetectionTransformer`` subclass.
 
-    The family-specific steps are three small hooks: :meth:`own_query_group`
+    The family-specific steps are small hooks: :meth:`own_query_group`
     (read the detector's own queries out of the decoder inputs; a teacher's
     own group is what it offers to a student as an extra group),
+    :meth:`adopt_query_group` (such a group made the student's way),
     :meth:`merge_query_groups` (concatenate groups into decoder inputs) and
     :meth:`decoder_attention_modules`.
     Inference (``predict``/``_forward``) is untouched and runs the own group
@@ -155,6 +156,20 @@ class QueryGroupMixin:
     def merge_query_groups(self, decoder_inputs: Dict, groups: List[QueryGroup]) -> Dict:
         """Decoder inputs with ``groups`` (own group first) concatenated."""
         raise NotImplementedError
+
+    def adopt_query_group(self, group: QueryGroup) -> QueryGroup:
+        """Another model's queries made into a group the way this model makes its own.
+
+        A group taken from another model (the teacher's queries as they
+        entered its decoder) keeps that model's query parameters; what this
+        model derives from its own query parameters before the decoder is
+        derived from the group's with this model's layers, so that they learn
+        from the group too. Default: the group as it is (Conditional DETR,
+        DAB-DETR and DINO derive nothing before the decoder: their decoders
+        make positional queries or reference points from the group's fields
+        with this model's layers anyway).
+        """
+        return group
 
     def decoder_attention_modules(self) -> Dict[str, List[nn.Module]]:
         """Attention modules per kind (``'self'``, ``'cross'``), in layer order."""

@@ -18,6 +18,10 @@ from the inputs a forward hook sees. They never change the module's output.
   set-up, the grid Conditional and DAB-DETR attend over, so the maps are
   dense, comparable across layers and differentiable in both the weights and
   the sampling offsets.
+
+:func:`kept_self_attention` takes the block of a self-attention map among the
+queries a distillation keeps, renormalised over them (what D3ETR's
+self-attention loss compares).
 """
 
 from typing import Tuple
@@ -26,8 +30,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..common import gather_square
+
 # level whose grid the deformable sampling density is drawn on (C5 of C3-C5 + extra)
 DEFORMABLE_MAP_LEVEL = 2
+#: floor of a row sum in :func:`renormalise_rows`: a query that gives (almost) no weight to
+#: the kept keys keeps a row of ~0 instead of dividing by 0 (a softmax row sums to 1, so any
+#: row with real mass on the kept keys is far above it)
+ROW_SUM_EPS = 1e-12
 
 
 def conditional_attention_map(weights: Tensor, num_heads: int) -> Tensor:
@@ -124,3 +134,51 @@ def deformable_attention_map(attn: nn.Module, kwargs: dict) -> Tensor:
     level = min(DEFORMABLE_MAP_LEVEL, shapes.shape[0] - 1)
     grid_hw = (int(shapes[level, 0]), int(shapes[level, 1]))
     return splat_density(locations.float(), weights.float(), grid_hw)  # fp32 under autocast
+
+
+def renormalise_rows(block: Tensor, eps: float = ROW_SUM_EPS) -> Tensor:
+    """Rows of an attention block rescaled to sum to 1, in fp32.
+
+    ``out[b, i, j] = A[b, i, j] / max(sum_k A[b, i, k], eps)``; a row that
+    already sums to 1 is unchanged, a row of zeros stays zero.
+
+    Args:
+        block (Tensor): Non-negative attention weights, (bs, K, K').
+        eps (float): Floor of the row sums. Defaults to :data:`ROW_SUM_EPS`.
+
+    Returns:
+        Tensor: (bs, K, K') float32.
+    """
+    block = block.float()
+    return block / block.sum(-1, keepdim=True).clamp_min(eps)
+
+
+def kept_self_attention(attn: Tensor, idx: Tensor, eps: float = ROW_SUM_EPS) -> Tensor:
+    """Self-attention among the kept queries ``idx``, renormalised over them.
+
+    A model with N queries, of which K are kept (matched to the other
+    model's), attends from each kept query over all N; the K x K block among
+    the kept ones, reordered by ``idx``, is renormalised so that each row sums
+    to 1 over the kept keys::
+
+        out[b, i, j] = A[b, idx[b, i], idx[b, j]] / max(sum_k A[b, idx[b, i], idx[b, k]], eps)
+
+    i.e. the attention the query would pay if the other N - K queries were
+    not there. Two maps that agree on the kept queries up to that scale (a
+    900-query teacher and the 300 student queries matched to 300 of its
+    queries) thus give equal blocks, whatever either model attends to besides.
+    When K = N (every query kept, as in fixed matching or an adaptive matching
+    of equal query counts) the block is a reordering of the whole map and the
+    renormalisation changes nothing.
+
+    Args:
+        attn (Tensor): Head-averaged softmax weights, (bs, N, N).
+        idx (Tensor): Kept query indices per image, (bs, K), distinct.
+        eps (float): Floor of the row sums (:func:`renormalise_rows`).
+            Defaults to :data:`ROW_SUM_EPS`.
+
+    Returns:
+        Tensor: (bs, K, K) float32, rows summing to 1 (0 for a row with no
+        weight on the kept queries).
+    """
+    return renormalise_rows(gather_square(attn, idx), eps)

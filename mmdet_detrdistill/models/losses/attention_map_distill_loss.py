@@ -36,6 +36,25 @@ class AttentionMapDistillLoss(nn.Module):
     published weights mean.) N counts every key of the map, padded ones
     included: a batch padded to a larger size weighs a little more.
 
+    Self-attention maps (D3ETR, arXiv 2211.09768, Sec. 3, attention-map
+    distillation) come in as the K x K block among the matched queries,
+    each side renormalised over its K kept queries
+    (``layers/attention_maps.py::kept_self_attention``, what ``pair_losses``
+    passes)::
+
+        A_s[b, i, j] = S[b, s_i, s_j] / max(sum_k S[b, s_i, s_k], eps)
+        A_t[b, i, j] = T[b, t_i, t_j] / max(sum_k T[b, t_i, t_k], eps)
+
+    with (s_i, t_i) the pairs and eps = 1e-12 (a row with no weight on the
+    kept queries stays 0 instead of dividing by 0). A teacher with more
+    queries than pairs (900 -> 300, or ``teacher_topk``) spreads part of each
+    row over queries the student has no partner for, so its raw block would
+    sum to less than the student's and the loss could never reach 0; the
+    renormalised blocks are equal when the two models agree on the kept
+    queries, whatever else either attends to. With every query kept (K = N:
+    fixed matching, adaptive matching of equal query counts) the
+    renormalisation changes nothing. Here N = K for self-attention.
+
     Reference counts (:data:`REF_SELF_ATTN_KEYS`, :data:`REF_CROSS_ATTN_KEYS`):
     self-attention 300 keys (the queries of Conditional / Deformable DETR);
     cross-attention 1050 keys, the C5 (stride-32) grid of an 800 x 1333
