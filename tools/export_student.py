@@ -3,6 +3,10 @@
 Example::
 
     python tools/export_student.py work_dirs/distill/iter_10000.pth student.pth
+    python tools/export_student.py work_dirs/distill/iter_10000.pth student.pth --force
+
+The config stored in the checkpoint is data: it is parsed, never executed, and the student
+config is written only if it is a plain literal config that reads back as itself.
 """
 
 import argparse
@@ -10,7 +14,14 @@ import sys
 import warnings
 from typing import List, Optional
 
-EXPECTED_ERRORS = (FileNotFoundError, IsADirectoryError, PermissionError, ValueError)
+EXPECTED_ERRORS = (
+    FileExistsError,
+    FileNotFoundError,
+    IsADirectoryError,
+    NotADirectoryError,
+    PermissionError,
+    ValueError,
+)
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -19,10 +30,18 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         description='Keep only the student weights (the "student." keys, prefix removed) of a '
         'checkpoint written while training a distiller, so that plain mmdet can load it. If the '
         'checkpoint stores its training config, a student-only config <OUT stem>_config.py is '
-        'written next to OUT. No config file is needed.'
+        'written next to OUT (work_dir, load_from and resume reset); it is never executed, and '
+        'if it is not a plain literal config only the checkpoint is exported. No config file '
+        'is needed. Nothing is overwritten without --force.'
     )
     parser.add_argument('checkpoint', help='distiller checkpoint (.pth) written by the Runner')
-    parser.add_argument('out', help='path of the exported student checkpoint (.pth)')
+    parser.add_argument('out', help='path of the exported student checkpoint file (.pth)')
+    parser.add_argument(
+        '--force',
+        action='store_true',
+        help='overwrite OUT and <OUT stem>_config.py if they exist (without it, export refuses '
+        'and writes nothing)',
+    )
     return parser.parse_args(argv)
 
 
@@ -36,7 +55,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter('always')
-            out, config_path = export_student(args.checkpoint, args.out)
+            out, config_path = export_student(args.checkpoint, args.out, force=args.force)
     except EXPECTED_ERRORS as err:
         print(f'error: {err}', file=sys.stderr)
         return 1
@@ -45,7 +64,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     num_tensors = len(torch.load(out, map_location='cpu', weights_only=True)['state_dict'])
     print(f'wrote {out} ({num_tensors} student tensors)')
     if config_path is None:
-        print('no student config written (the checkpoint stores no usable training config)')
+        print(
+            'no student config written (the checkpoint stores no usable plain training config, '
+            'see the warning): write one for the student by hand'
+        )
         config_path = '<student config>'
     else:
         print(f'wrote {config_path} (student-only config: no type, hook or import of this package)')

@@ -27,6 +27,7 @@ TRAIN_CFG = {
         'teacher_ckpt': 'teacher.pth',
     },
     'load_from': 'teacher.pth',
+    'work_dir': 'work_dirs/distill',
     'train_cfg': {'type': 'EpochBasedTrainLoop', 'max_epochs': 12, 'val_interval': 1},
     'optim_wrapper': {'optimizer': {'type': 'AdamW', 'lr': 2e-4, 'weight_decay': -1e-4}},
 }
@@ -134,7 +135,7 @@ def test_student_config(tmp_path):
     assert cfg.model.type == 'DeformableDETR'
     assert cfg.model.backbone.depth == 18 and cfg.model.backbone.out_indices == (1, 2, 3)
     assert 'custom_imports' not in cfg
-    assert cfg.load_from is None
+    assert cfg.load_from is None and 'work_dir' not in cfg
     assert cfg.optim_wrapper.optimizer.weight_decay == -1e-4
     assert cfg.train_cfg.max_epochs == 12
 
@@ -151,6 +152,14 @@ def test_config_with_code_is_not_executed(tmp_path):
     with pytest.raises(ValueError):
         parse_config_text(f"model = dict(type=open('{marker}', 'w'))\n")
     assert not marker.exists()
+
+
+def test_parse_config_text_reads_pretty_text_of_quoted_keys_and_nothing_more():
+    cfg = {'model': {'custom_keys': {'backbone.layer1': {'lr_mult': 0.1}}, 'l': [{'a-b': 1}]}}
+    assert parse_config_text(Config(cfg).pretty_text) == cfg  # written as dict({...})
+    for text in ("x = dict({'a': 1}, b=2)\n", 'x = dict(y)\n', "x = dict([('a', 1)])\n"):
+        with pytest.raises(ValueError, match='non-literal'):
+            parse_config_text(text)
 
 
 def test_to_plain():
