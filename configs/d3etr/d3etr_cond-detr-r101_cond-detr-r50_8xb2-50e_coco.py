@@ -12,6 +12,8 @@ default_hooks = dict(checkpoint=dict(type='AtomicCheckpointHook'))  # kill-safe 
 model = dict(
     _delete_=True,
     type='D3ETRDistiller',
+    # read only by mmdet's init_detector, which then says to export the student first
+    backbone=dict(init_cfg='distiller'),
     student={{_base_.model}},
     teacher='{{fileDirname}}/../teachers/conditional-detr_r101_8xb2-50e_coco.py',
     # where tools/train.py puts the teacher trained from the config above

@@ -13,6 +13,8 @@ default_hooks = dict(checkpoint=dict(type='AtomicCheckpointHook'))  # kill-safe 
 model = dict(
     _delete_=True,
     type='DETRDistillDistiller',
+    # read only by mmdet's init_detector, which then says to export the student first
+    backbone=dict(init_cfg='distiller'),
     student={{_base_.model}},
     teacher='mmdet::conditional_detr/conditional-detr_r50_8xb2-50e_coco.py',
     teacher_ckpt='https://download.openmmlab.com/mmdetection/v3.0/conditional_detr/conditional-detr_r50_8xb2-50e_coco/conditional-detr_r50_8xb2-50e_coco_20221121_180202-c83a1dc0.pth',  # noqa: E501

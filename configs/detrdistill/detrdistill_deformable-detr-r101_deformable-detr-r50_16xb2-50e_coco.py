@@ -17,6 +17,8 @@ default_hooks = dict(checkpoint=dict(type='AtomicCheckpointHook'))  # kill-safe 
 model = dict(
     _delete_=True,
     type='DETRDistillDistiller',
+    # read only by mmdet's init_detector, which then says to export the student first
+    backbone=dict(init_cfg='distiller'),
     student={{_base_.model}},
     teacher='{{fileDirname}}/../teachers/deformable-detr_r101_16xb2-50e_coco.py',
     teacher_ckpt='work_dirs/deformable-detr_r101_16xb2-50e_coco/epoch_50.pth',

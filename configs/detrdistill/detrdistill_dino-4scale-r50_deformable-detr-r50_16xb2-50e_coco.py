@@ -18,6 +18,8 @@ default_hooks = dict(checkpoint=dict(type='AtomicCheckpointHook'))  # kill-safe 
 model = dict(
     _delete_=True,
     type='DETRDistillDistiller',
+    # read only by mmdet's init_detector, which then says to export the student first
+    backbone=dict(init_cfg='distiller'),
     student={{_base_.model}},
     teacher='mmdet::dino/dino-4scale_r50_8xb2-12e_coco.py',
     teacher_ckpt='https://download.openmmlab.com/mmdetection/v3.0/dino/dino-4scale_r50_8xb2-12e_coco/dino-4scale_r50_8xb2-12e_coco_20221202_182705-55b2bba2.pth',  # noqa: E501

@@ -11,6 +11,8 @@ default_hooks = dict(checkpoint=dict(type='AtomicCheckpointHook'))  # kill-safe 
 model = dict(
     _delete_=True,
     type='DETRDistillDistiller',
+    # read only by mmdet's init_detector, which then says to export the student first
+    backbone=dict(init_cfg='distiller'),
     student={{_base_.model}},
     teacher='{{fileDirname}}/../embedded/dino_tiny-teacher_1xb8-synth.py',
     teacher_ckpt=None,

@@ -10,6 +10,8 @@ default_hooks = dict(checkpoint=dict(type='AtomicCheckpointHook'))  # kill-safe 
 model = dict(
     _delete_=True,
     type='DETRDistillDistiller',
+    # read only by mmdet's init_detector, which then says to export the student first
+    backbone=dict(init_cfg='distiller'),
     student={{_base_.model}},
     teacher='{{fileDirname}}/../embedded/conditional-detr_tiny-teacher_1xb8-synth.py',
     teacher_ckpt=None,

@@ -9,7 +9,13 @@ _base_ = [
 custom_imports = dict(imports=['mmdet_detrdistill'], allow_failed_imports=False)
 default_hooks = dict(checkpoint=dict(type='AtomicCheckpointHook'))  # kill-safe saves
 
-model = dict(_delete_=True, type='ODDETRDistiller', student={{_base_.model}})
+model = dict(
+    _delete_=True,
+    type='ODDETRDistiller',
+    # read only by mmdet's init_detector, which then says to export the student first
+    backbone=dict(init_cfg='distiller'),
+    student={{_base_.model}},
+)
 
 # the optimizer leaves the frozen EMA teacher out (no warning per teacher parameter)
 optim_wrapper = dict(constructor='StudentOptimWrapperConstructor')

@@ -12,6 +12,8 @@ default_hooks = dict(checkpoint=dict(type='AtomicCheckpointHook'))  # kill-safe 
 model = dict(
     _delete_=True,
     type='ODDETRDistiller',
+    # read only by mmdet's init_detector, which then says to export the student first
+    backbone=dict(init_cfg='distiller'),
     student={{_base_.model}},
     # X_ema <- (1 - m_t) X_ema + m_t X,  m_t = (1 - m) exp(-(1 + t) / gamma) + m
     ema=dict(type='ExpMomentumEMA', momentum=1e-3, gamma=100),

@@ -10,6 +10,8 @@ default_hooks = dict(checkpoint=dict(type='AtomicCheckpointHook'))  # kill-safe 
 model = dict(
     _delete_=True,
     type='ODDETRDistiller',
+    # read only by mmdet's init_detector, which then says to export the student first
+    backbone=dict(init_cfg='distiller'),
     student={{_base_.model}},
     ema=dict(type='ExpMomentumEMA', momentum=1e-3, gamma=100),
     guided_assignment=dict(type='ODDETRGuidedAssignment', alpha=0.5),

@@ -43,6 +43,10 @@ test_evaluator = val_evaluator
 # Start from the COCO teacher of mmdet's model zoo (configs/deformable_detr/metafile.yml). Its
 # 80-class classifier does not fit len(classes): mmengine loads every other weight and warns
 # about the classifier's shape, which starts fresh. load_from=None trains from ImageNet instead.
-# mmengine reads load_from URLs with torch.load(weights_only=False): fetch the file first with
-# `python tools/fetch_checkpoint.py URL` (same cache, checked by the safe loader).
+# Once mmdet_detrdistill is imported (our tools/train.py and tools/dist_train.sh do; so does the
+# custom_imports of the step-2 config, not of this one: train this config with our tools, not
+# mmdet's tools/train.py), URL loads (load_from, init_cfg Pretrained incl. the backbone's
+# torchvision://, teacher_ckpt) go through its safe loader (weights_only=True + allow-list).
+# Offline machine: pre-fill the cache on one with network access with
+# `python tools/fetch_checkpoint.py URL` and copy $TORCH_HOME/hub/checkpoints/ over.
 load_from = 'https://download.openmmlab.com/mmdetection/v3.0/deformable_detr/deformable-detr_r50_16xb2-50e_coco/deformable-detr_r50_16xb2-50e_coco_20221029_210934-6bc7d21b.pth'  # noqa: E501

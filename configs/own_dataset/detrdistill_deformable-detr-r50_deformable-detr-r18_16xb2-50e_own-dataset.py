@@ -13,6 +13,8 @@ default_hooks = dict(checkpoint=dict(type='AtomicCheckpointHook'))  # kill-safe 
 model = dict(
     _delete_=True,
     type='DETRDistillDistiller',
+    # read only by mmdet's init_detector, which then says to export the student first
+    backbone=dict(init_cfg='distiller'),
     student={{_base_.model}},
     teacher='{{fileDirname}}/deformable-detr_r50_16xb2-50e_own-dataset.py',
     # where step 1 (tools/train.py, default work_dir) writes the fine-tuned teacher

@@ -22,6 +22,7 @@ from ..layers.dino_head_losses import dino_head_gt_losses
 from ..layers.head_losses import head_gt_losses
 from ..task_modules import RecordingAssigner, layer_match_instability
 from .components_builder import build_components, unique_query_groups
+from .inference_guard import check_not_for_inference
 from .teacher_config import check_same_classes, check_same_preprocessing, load_teacher_model_cfg
 from .warm_start import check_warm_start_share, reapply_pretrained, remap_plain_student_state
 
@@ -107,6 +108,9 @@ class DETRDistillerBase(BaseDetector):
         component_keys (dict[str, ComponentKeys], optional): For method presets:
             the config keys that configure each of their components, so that
             errors name them. Defaults to None: ``model.components.<name>``.
+        backbone (dict, optional): Not a model part: the marker that lets
+            mmdet's ``init_detector`` reach the distiller, which then says to
+            export the student (:mod:`.inference_guard`). Defaults to None.
     """
 
     #: True for a teacher that is a registered submodule (OD-DETR's EMA)
@@ -122,7 +126,9 @@ class DETRDistillerBase(BaseDetector):
         log_match_instability: bool = True,
         init_cfg: OptMultiConfig = None,
         component_keys: Optional[Dict[str, ComponentKeys]] = None,
+        backbone: OptConfigType = None,
     ) -> None:
+        check_not_for_inference(backbone, type(self).__name__)
         super().__init__(init_cfg=init_cfg)
         require_dict(student, 'model.student', "dict(type='ConditionalDETR', ...)")
         require_dict(components, 'model.components', COMPONENTS_EXAMPLE, True)

@@ -3,7 +3,7 @@
 from typing import Optional, Union
 
 from mmdet.registry import MODELS
-from mmdet.utils import ConfigType, OptMultiConfig
+from mmdet.utils import ConfigType, OptConfigType, OptMultiConfig
 
 from ..components.config_keys import COMPONENTS_EXAMPLE, ComponentKeys, require_dict
 from ..components.pair_losses import ALL_PAIR_LOSSES
@@ -32,7 +32,7 @@ class D3ETRDistiller(DETRDistillerBase):
     The student's own ground-truth losses are kept unchanged.
 
     Args:
-        student, teacher, teacher_ckpt, allow_untrained_teacher, init_cfg: see
+        student, teacher, teacher_ckpt, allow_untrained_teacher, init_cfg, backbone: see
             :class:`DETRDistillerBase`.
         matcher (dict): MixMatcher config; ``adaptive``/``fixed`` switch the
             two kinds (at least one must be on unless ``components`` adds
@@ -58,6 +58,7 @@ class D3ETRDistiller(DETRDistillerBase):
         fixed_losses: Optional[dict] = None,
         components: Optional[dict] = None,
         init_cfg: OptMultiConfig = None,
+        backbone: OptConfigType = None,
     ) -> None:
         require_dict(matcher, 'model.matcher', "dict(type='MixMatcher')")
         for key, losses in (('adaptive_losses', adaptive_losses), ('fixed_losses', fixed_losses)):
@@ -98,6 +99,7 @@ class D3ETRDistiller(DETRDistillerBase):
             allow_untrained_teacher,
             components={**d3etr, **(components or {})},
             init_cfg=init_cfg,
+            backbone=backbone,
             component_keys={
                 name: ComponentKeys(
                     f'model.matcher, model.{name}_losses', f'model.matcher.{name}=False'

@@ -3,7 +3,7 @@
 from typing import Optional, Union
 
 from mmdet.registry import MODELS
-from mmdet.utils import ConfigType, OptMultiConfig
+from mmdet.utils import ConfigType, OptConfigType, OptMultiConfig
 
 from ..components.config_keys import preset_keys
 from .base_distiller import DETRDistillerBase
@@ -43,7 +43,7 @@ class DETRDistillDistiller(DETRDistillerBase):
     ``detrdistill.{logits|feature|query_prior|contrastive}.d{layer}.{loss name}``.
 
     Args:
-        student, teacher, teacher_ckpt, allow_untrained_teacher, init_cfg: see
+        student, teacher, teacher_ckpt, allow_untrained_teacher, init_cfg, backbone: see
             :class:`DETRDistillerBase`.
         logits_kd (dict, optional): Defaults to ``dict()`` (on).
         feature_kd (dict, optional): Defaults to ``dict()`` (on).
@@ -64,6 +64,7 @@ class DETRDistillDistiller(DETRDistillerBase):
         contrastive: Optional[dict] = dict(),
         components: Optional[dict] = None,
         init_cfg: OptMultiConfig = None,
+        backbone: OptConfigType = None,
     ) -> None:
         chosen = dict(
             logits=logits_kd,
@@ -87,5 +88,6 @@ class DETRDistillDistiller(DETRDistillerBase):
             allow_untrained_teacher,
             components={**own, **(components or {})},
             init_cfg=init_cfg,
+            backbone=backbone,
             component_keys=keys,
         )

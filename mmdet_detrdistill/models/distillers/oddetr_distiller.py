@@ -5,7 +5,7 @@ from typing import Dict, Optional
 import torch
 from mmdet.registry import MODELS
 from mmdet.structures import SampleList
-from mmdet.utils import ConfigType, OptMultiConfig
+from mmdet.utils import ConfigType, OptConfigType, OptMultiConfig
 from torch import Tensor, nn
 
 from ..common import OWN_GROUP, STUDENT_QUERY_GROUP, DecoderOutputs, QueryGroup
@@ -80,6 +80,8 @@ class ODDETRDistiller(DETRDistillerBase):
         components (dict, optional): More components to mix in. Defaults to None.
         log_match_instability (bool): Defaults to True.
         init_cfg (dict, optional): Defaults to None.
+        backbone (dict, optional): The ``init_detector`` marker, see
+            :class:`DETRDistillerBase`. Defaults to None.
     """
 
     _teacher_in_module_tree = True
@@ -96,6 +98,7 @@ class ODDETRDistiller(DETRDistillerBase):
         components: Optional[dict] = None,
         log_match_instability: bool = True,
         init_cfg: OptMultiConfig = None,
+        backbone: OptConfigType = None,
     ) -> None:
         require_dict(ema, 'model.ema', 'dict(momentum=1e-3)')
         self._ema_cfg = {**DEFAULT_EMA, **ema}
@@ -111,6 +114,7 @@ class ODDETRDistiller(DETRDistillerBase):
             components={**own, **(components or {})},
             log_match_instability=log_match_instability,
             init_cfg=init_cfg,
+            backbone=backbone,
             component_keys=keys,
         )
 
