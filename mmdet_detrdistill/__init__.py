@@ -28,14 +28,22 @@ To see it: after the import, ``torch.serialization.get_safe_globals()`` lists th
 
 Side effect on mmengine's checkpoint loading of URLs: the import also calls
 :func:`~mmdet_detrdistill.utils.url_loader.register_safe_url_loader`, which registers this
-package's safe loader for ``http://`` and ``https://`` in ``mmengine.runner.CheckpointLoader``
-(``register_scheme(..., force=True)``, mmengine's documented API), replacing mmengine's
-``load_from_http`` (``torch.load(weights_only=False)``). So ``load_from=URL``, ``resume``,
-``init_cfg=dict(type='Pretrained', checkpoint=URL)`` and ``mmengine.runner.load_checkpoint``
-download URLs into this package's cache (keyed by the whole URL, with a download timeout;
-see :mod:`mmdet_detrdistill.utils.remote_checkpoint`) and load them like ``model.teacher_ckpt``:
+package's safe loaders in ``mmengine.runner.CheckpointLoader`` (``register_scheme(...,
+force=True)``, mmengine's documented API) for ``http://`` / ``https://`` and for mmengine's
+model-zoo schemes ``torchvision://`` / ``modelzoo://``, ``open-mmlab://`` / ``openmmlab://``
+and ``mmcls://``, replacing mmengine's loaders, whose downloads all go through its
+``load_from_http`` (``torch.load(weights_only=False)``). A model-zoo name is resolved to its
+URL exactly as mmengine does (its ``get_torchvision_models`` / ``get_external_models`` /
+``get_mmcls_models`` tables, deprecated names and warnings; without torchvision installed,
+``torchvision://`` names come from mmengine's bundled ``hub/torchvision_0.12.json``); an unknown
+name is an ``UnknownModelNameError`` naming the scheme, the name and the table. So
+``load_from``, ``resume``, ``init_cfg=dict(type='Pretrained', checkpoint=URL or
+'torchvision://resnet50')`` and ``mmengine.runner.load_checkpoint`` download URLs into this
+package's cache (keyed by the whole URL, with a download timeout; see
+:mod:`mmdet_detrdistill.utils.remote_checkpoint`) and load them like ``model.teacher_ckpt``:
 ``weights_only=True`` with the allow-list above; a file that fails to load is deleted from the
-cache. ``CheckpointLoader._schemes['http://']`` shows the registered loader.
+cache. An ``open-mmlab://`` entry that is a file under ``$MMENGINE_HOME`` is loaded by the same
+safe local loader. ``CheckpointLoader._schemes`` shows the registered loaders.
 """
 
 from .utils.checkpoint import register_mmengine_safe_globals
