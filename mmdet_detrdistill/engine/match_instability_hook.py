@@ -13,7 +13,7 @@ from mmengine.model import is_model_wrapper
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
-from ..models.layers.head_assignment import pred_instances
+from ..models.common import pred_instances
 from ..models.task_modules.match_stability import query_of_each_gt
 
 SCALAR_KEY = 'epoch_match_instability'

@@ -1,3 +1,4 @@
-"""Models: distillers and their components, query-group detectors, layers, matchers, losses."""
+"""Models: distillers and their components, query-group detectors and heads, layers, matchers,
+losses."""
 
-from . import components, detectors, distillers, layers, losses, task_modules  # noqa: F401
+from . import components, dense_heads, detectors, distillers, layers, losses, task_modules  # noqa: F401

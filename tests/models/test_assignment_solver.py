@@ -118,6 +118,7 @@ def test_adaptive_component_matches_every_layer_pair_in_one_call(monkeypatch):
     one solver call for all, the pairs each lone per-layer match gives."""
     from mmdet_detrdistill.models.common import OWN_GROUP, DecoderOutputs
     from mmdet_detrdistill.models.components import AdaptiveMatchKD
+    from mmdet_detrdistill.models.task_modules.pairing import solve_pairings
 
     s_cls, s_box, _, _ = random_layers(2, 2, 9, 9, seed=1)
     t_cls, t_box, _, _ = random_layers(5, 2, 9, 9, seed=2)
@@ -134,9 +135,10 @@ def test_adaptive_component_matches_every_layer_pair_in_one_call(monkeypatch):
         'solve_assignments',
         lambda costs, threads, **kw: calls.append(len(costs)) or real_solve(costs, threads, **kw),
     )
-    pairs = kd.match_layers(student, teacher, layers, metas)
+    solved = solve_pairings(kd.pairings(), student, teacher, metas)[kd.pairing]
     assert calls == [2 * 2]  # one call, layers x images matrices
-    for (s_l, t_l), (s_idx, t_idx) in zip(layers, pairs):
+    assert [(s_l, t_l) for s_l, t_l, _ in solved.layers] == layers
+    for s_l, t_l, (s_idx, t_idx) in solved.layers:
         alone = MixMatcher().adaptive_match(s_cls[s_l], s_box[s_l], t_cls[t_l], t_box[t_l], metas)
         assert torch.equal(s_idx, alone[0]) and torch.equal(t_idx, alone[1])
 

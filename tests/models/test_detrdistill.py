@@ -4,9 +4,9 @@ import pytest
 import torch
 from mmdet.registry import MODELS, TASK_UTILS
 
+from mmdet_detrdistill.models.common import pred_instances
 from mmdet_detrdistill.models.components import TEACHER_QUERY_GROUP
 from mmdet_detrdistill.models.detectors import OWN_GROUP
-from mmdet_detrdistill.models.layers.head_assignment import pred_instances
 from mmdet_detrdistill.models.task_modules import QueryPriorAssigner
 from mmdet_detrdistill.testing import FAMILY_CONFIGS, distiller_cfg, make_batch, tiny_detr_cfg
 

@@ -2,10 +2,9 @@
 ground truth, as the official distill head does (issue #32, item 5): pixel xyxy clamped to
 [0, w] x [0, h] of ``img_shape``, normalised back to cxcywh."""
 
-import dataclasses
-
 import pytest
 import torch
+from component_pairs import loss_with_pairs
 from mmdet.structures import DetDataSample
 from mmdet.structures.bbox import bbox_cxcywh_to_xyxy, bbox_xyxy_to_cxcywh
 
@@ -15,6 +14,7 @@ from mmdet_detrdistill.models.components import (
     ContrastiveEmbeddingKD,
     HungarianLogitsKD,
 )
+from mmdet_detrdistill.models.task_modules.pairing import solve_pairings
 
 L, BS, N, C = 2, 2, 8, 4
 METAS = [dict(img_shape=(64, 80)), dict(img_shape=(48, 64))]
@@ -54,17 +54,20 @@ def test_a_student_on_the_clamped_teacher_boxes_has_zero_logits_kd():
     clamped = clamp_to_image(teacher.bbox_preds)
     student = DecoderOutputs(teacher.cls_scores.clone(), clamped, {OWN_GROUP: slice(0, N)}, None)
     samples = [DetDataSample(metainfo=m) for m in METAS]
-    losses = HungarianLogitsKD().loss(student, teacher, samples)
+    losses = loss_with_pairs(HungarianLogitsKD(), student, teacher, samples)
     assert len(losses) == 3 * L
     assert max(v.abs().item() for v in losses.values()) < 1e-5, losses
-    unclamped = HungarianLogitsKD(clamp_teacher_boxes=False).loss(student, teacher, samples)
+    unclamped = loss_with_pairs(
+        HungarianLogitsKD(clamp_teacher_boxes=False), student, teacher, samples
+    )
     assert unclamped['detrdistill.logits.d1.loss_bbox'] > 1e-3  # what the clamp changes
 
 
 def test_d3etr_adaptive_matching_keeps_the_boxes_as_predicted():
     teacher = _outputs(2)
     assert not AdaptiveMatchKD().clamp_teacher_boxes
-    assert AdaptiveMatchKD().teacher_targets(teacher) is teacher
+    kd = AdaptiveMatchKD()
+    assert solve_pairings(kd.pairings(), _outputs(1), teacher, METAS)[kd.pairing].teacher is teacher
     assert HungarianLogitsKD().clamp_teacher_boxes and ContrastiveEmbeddingKD().clamp_teacher_boxes
 
 
@@ -73,14 +76,12 @@ def test_contrastive_term_shares_the_logits_matching_only_on_the_same_boxes(clam
     student, teacher = _outputs(3), _outputs(4)
     logits = HungarianLogitsKD()
     contrastive = ContrastiveEmbeddingKD(clamp_teacher_boxes=clamp)
-    assert (logits.matching_key == contrastive.matching_key) is clamp
-    found = logits.paired_layers(student, teacher, METAS)
-    shared = contrastive.paired_layers(student, teacher, METAS)
-    for (_, a), (_, b) in zip(found, shared):
-        same = all(torch.equal(x, y) for x, y in zip(a, b))
-        assert same or not clamp
-    if not clamp:  # its own matching, on the boxes as predicted (solved afresh)
+    assert (logits.pairing == contrastive.pairing) is clamp
+    solved = solve_pairings([logits.pairing, contrastive.pairing], student, teacher, METAS)
+    assert len(solved) == (1 if clamp else 2)
+    if not clamp:  # its own matching, on the boxes as predicted: D3ETR's adaptive matching's
         own = AdaptiveMatchKD(losses=dict(loss_self_attn=None, loss_cross_attn=None))
-        fresh = dataclasses.replace(student, matchings={})
-        for (_, a), (_, b) in zip(own.paired_layers(fresh, teacher, METAS), shared):
-            assert all(torch.equal(x, y) for x, y in zip(a, b))
+        assert own.pairing == contrastive.pairing
+        alone = solve_pairings(own.pairings(), student, teacher, METAS)[own.pairing]
+        for a, b in zip(alone.layers, solved[contrastive.pairing].layers):
+            assert a[:2] == b[:2] and all(torch.equal(x, y) for x, y in zip(a.pairs, b.pairs))

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from component_pairs import loss_with_pairs
 from mmdet.registry import MODELS
 
 from mmdet_detrdistill.models.common import OWN_GROUP, TEACHER_QUERY_GROUP, DecoderOutputs
@@ -39,7 +40,7 @@ def _pair(student_box=None, teacher_cls=None, teacher_box=None):
 
 
 def _box_loss(component, student, teacher):
-    losses = component.loss(student, teacher, _samples())
+    losses = loss_with_pairs(component, student, teacher, _samples())
     return sum(v for k, v in losses.items() if k.endswith(('loss_bbox', 'loss_iou')))
 
 
@@ -71,7 +72,7 @@ def test_identical_teacher_and_student_give_zero_loss():
     component = InitialQueryKD()
     t_cls, t_box = torch.randn(L, BS, N, C), _boxes(L, BS, N)
     student = _outputs(t_cls.clone(), t_box.clone(), TEACHER_QUERY_GROUP)
-    losses = component.loss(student, _outputs(t_cls, t_box, OWN_GROUP), _samples())
+    losses = loss_with_pairs(component, student, _outputs(t_cls, t_box, OWN_GROUP), _samples())
     assert {k.rsplit('.', 1)[1] for k in losses} == {'loss_cls', 'loss_bbox', 'loss_iou'}
     assert all(v.abs().item() < 1e-5 for v in losses.values()), losses
 
@@ -80,7 +81,7 @@ def test_gradients_reach_the_student_only():
     student, teacher = _pair()
     for x in (student.cls_scores, student.bbox_preds, teacher.cls_scores, teacher.bbox_preds):
         x.requires_grad_(True)
-    losses = InitialQueryKD().loss(student, teacher, _samples())
+    losses = loss_with_pairs(InitialQueryKD(), student, teacher, _samples())
     sum(losses.values()).backward()
     assert student.cls_scores.grad.abs().sum() > 0 and student.bbox_preds.grad.abs().sum() > 0
     assert teacher.cls_scores.grad is None and teacher.bbox_preds.grad is None
@@ -95,9 +96,10 @@ def test_uniform_weighting_is_fixed_matchings_box_loss():
         loss_cross_attn=None,
     )
     student, teacher = _pair()
-    ours = InitialQueryKD(losses=losses, box_weighting='uniform').loss(student, teacher, _samples())
+    ours_kd = InitialQueryKD(losses=losses, box_weighting='uniform')
+    ours = loss_with_pairs(ours_kd, student, teacher, _samples())
     fixed = FixedMatchKD(prefix='oddetr.init_query', losses=losses)
-    expected = fixed.loss(student, teacher, _samples())
+    expected = loss_with_pairs(fixed, student, teacher, _samples())
     assert ours.keys() == expected.keys()
     for key, value in expected.items():
         torch.testing.assert_close(ours[key], value)
@@ -114,9 +116,9 @@ def test_confidence_weighting_scales_each_pair_by_its_confidence():
         key = f'oddetr.init_query.d{layer}.loss_bbox'
         l1 = (s_box[layer] - t_box[layer]).abs().sum(-1)  # (BS, N)
         expected = (conf[layer] * l1).sum() / (BS * N)
-        got = weighted.loss(student, teacher, _samples())[key]
+        got = loss_with_pairs(weighted, student, teacher, _samples())[key]
         torch.testing.assert_close(got, expected)
-        assert uniform.loss(student, teacher, _samples())[key] > got
+        assert loss_with_pairs(uniform, student, teacher, _samples())[key] > got
 
 
 def test_unknown_weighting_names_the_key():

@@ -8,8 +8,8 @@ import torch
 from mmdet.registry import MODELS, TASK_UTILS
 from mmengine.structures import InstanceData
 
+from mmdet_detrdistill.models.common import pred_instances
 from mmdet_detrdistill.models.detectors import OWN_GROUP
-from mmdet_detrdistill.models.layers.head_assignment import pred_instances
 from mmdet_detrdistill.models.task_modules import ODDETRGuidedAssigner, match_instability
 from mmdet_detrdistill.testing import FAMILY_CONFIGS, make_batch, tiny_detr_cfg
 
@@ -247,6 +247,32 @@ def test_auxiliary_padding_slots_are_invisible():
     assert not torch.allclose(*padded, atol=1e-3)  # the padding itself did change
 
 
+def test_auxiliary_groups_carry_their_targets_and_the_component_keeps_no_step_state():
+    """Each slot's GT travels with its group (-1 for padding); the loss reads them from the
+    student's outputs, and a step leaves the component's attributes as they were."""
+    model = _build('dab')
+    batch = make_batch(model, num_items=(3, 1))
+    component = model.components['aux']
+    before = dict(vars(component))
+    model(**batch, mode='loss')
+    assert vars(component).keys() == before.keys()
+    assert [k for k, v in before.items() if vars(component)[k] is not v] == []
+    samples = batch['data_samples']
+    with torch.no_grad():
+        t_out = model.decoder_outputs(model.teacher, batch['inputs'], samples, (), False)
+        groups = component.query_groups(t_out, samples)
+        s_out = model.decoder_outputs(model.student, batch['inputs'], samples, groups, False)
+    assert [g.name for g in groups] == component.group_names(t_out) == ['aux0', 'aux1']
+    for group in groups:
+        assert group.targets.tolist() == [[0, 0, 1, 1, 2, 2], [0, 0, -1, -1, -1, -1]]
+        assert torch.equal(group.valid, group.targets >= 0)
+        assert s_out.groups[group.name] is group
+    losses = component.loss(s_out, t_out, samples)
+    groups[0].targets[0, :2] = 2  # slots of GT 0 now trained on GT 2
+    changed = component.loss(s_out, t_out, samples)
+    assert not torch.equal(losses['oddetr.aux.d0.loss_bbox'], changed['oddetr.aux.d0.loss_bbox'])
+
+
 def test_batch_without_gt_still_logs_aux_losses_as_zero():
     model = _build('deformable')
     losses = model(**make_batch(model, num_items=(0, 0)), mode='loss')
@@ -288,11 +314,13 @@ def _two_stage_pair_differing_in_proposal_choice():
 
 
 def _spy(monkeypatch, obj, name, seen, *keys):
-    """Record the positional arguments of ``obj.name`` under ``keys``."""
+    """Record the positional arguments of ``obj.name`` under ``keys``, and the keyword
+    arguments under their names."""
     original = getattr(obj, name)
 
     def spy(*args, **kwargs):
         seen.update(zip(keys, args))
+        seen.update(kwargs)
         return original(*args, **kwargs)
 
     monkeypatch.setattr(obj, name, spy)
@@ -306,9 +334,11 @@ def test_two_stage_guidance_is_the_teacher_on_the_students_own_proposals(monkeyp
     model = _two_stage_pair_differing_in_proposal_choice()
     seen = {}
     _spy(monkeypatch, model, 'student_gt_loss', seen, 'student', 'samples', 'teacher')
-    _spy(monkeypatch, model.components['guided'], 'gt_assigners', seen, 'guide')
+    _spy(monkeypatch, model.components['guided'], 'gt_assigners', seen, 'teacher_out')
     model(**make_batch(model), mode='loss')
-    student, teacher, guide = seen['student'], seen['teacher'], seen['guide']
+    student, teacher = seen['student'], seen['teacher']
+    guide = seen['teacher_on_student_queries']  # the second teacher pass, by its name
+    assert seen['teacher_out'] is teacher  # the teacher's own outputs, not swapped
     # the test can fail: each model picked other proposals than the other
     assert not torch.allclose(student.own_queries.reference, teacher.own_queries.reference)
     assert torch.equal(guide.own_queries.reference, student.own_queries.reference)

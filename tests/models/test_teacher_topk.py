@@ -4,10 +4,12 @@ queries (issue 22, item 4: a reduction of the 900 x 900 problems)."""
 import numpy as np
 import pytest
 import torch
+from component_pairs import loss_with_pairs
 from matching_inputs import random_layers
 from scipy.optimize import linear_sum_assignment
 
 from mmdet_detrdistill.models.task_modules import MixMatcher
+from mmdet_detrdistill.models.task_modules.pairing import solve_pairings
 
 METAS = [dict(img_shape=(64, 80)), dict(img_shape=(96, 72))]
 
@@ -93,11 +95,12 @@ def test_distilled_pairs_follow_the_reduction():
     s_out = DecoderOutputs(*s, slices={OWN_GROUP: slice(0, n)}, own_queries=None)
     t_out = DecoderOutputs(*t, slices={OWN_GROUP: slice(0, n)}, own_queries=None)
     metas = [dict(img_shape=(64, 64))] * bs
-    pairs = reduced.paired_layers(s_out, t_out, metas)
-    assert all(p[0].shape == (bs, 4) for _, p in pairs)
-    assert [p[0].shape for _, p in exact.paired_layers(s_out, t_out, metas)] == [(bs, n)] * L
+    solved = solve_pairings([reduced.pairing, exact.pairing], s_out, t_out, metas)
+    assert all(layer.pairs[0].shape == (bs, 4) for layer in solved[reduced.pairing].layers)
+    assert [layer.pairs[0].shape for layer in solved[exact.pairing].layers] == [(bs, n)] * L
     from mmdet.structures import DetDataSample
 
     samples = [DetDataSample(metainfo=m) for m in metas]
-    assert reduced.loss(s_out, t_out, samples).keys() == exact.loss(s_out, t_out, samples).keys()
-    assert np.isfinite([v.item() for v in reduced.loss(s_out, t_out, samples).values()]).all()
+    reduced_losses = loss_with_pairs(reduced, s_out, t_out, samples)
+    assert reduced_losses.keys() == loss_with_pairs(exact, s_out, t_out, samples).keys()
+    assert np.isfinite([v.item() for v in reduced_losses.values()]).all()

@@ -3,6 +3,7 @@
 import pytest
 from mmdet.registry import HOOKS
 
+from mmdet_detrdistill.models.detectors import GROUP_DETECTORS, GROUP_HEADS
 from mmdet_detrdistill.utils.plain_config import own_registered_types, plain_mmdet_config
 
 
@@ -69,3 +70,11 @@ def test_arguments_the_base_does_not_take_are_dropped():
     model = dict(type='GroupConditionalDETR', _scope_='mmdet', num_queries=3, group_only_arg=1)
     cfg, _ = plain_mmdet_config(dict(model=model))
     assert cfg['model'] == dict(type='ConditionalDETR', _scope_='mmdet', num_queries=3)
+
+
+@pytest.mark.parametrize('detector, head', list(zip(GROUP_DETECTORS, GROUP_HEADS)))
+def test_the_group_detectors_and_heads_become_mmdets(detector, head):
+    """What ``to_group_detector_cfg`` chose for a family is mapped back: detector and head."""
+    model = dict(type=GROUP_DETECTORS[detector], bbox_head=dict(type=GROUP_HEADS[head]))
+    cfg, _ = plain_mmdet_config(dict(model=model))
+    assert cfg['model'] == dict(type=detector, bbox_head=dict(type=head))

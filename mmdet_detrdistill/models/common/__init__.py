@@ -7,12 +7,13 @@ without an import cycle (``tests/models/test_import_graph.py`` checks it).
 * :mod:`.query_group`: :class:`QueryGroup` and the group names.
 * :mod:`.decoder_outputs`: :class:`DecoderOutputs`, a decoder's output per group.
 * :mod:`.gather`: pick queries by index (:func:`gather_queries`, :func:`gather_square`).
-* :mod:`.boxes`: :func:`pixel_scale`, image sizes as box scales; :func:`clamp_to_image`.
+* :mod:`.boxes`: :func:`pixel_scale`, image sizes as box scales; :func:`clamp_to_image`;
+  :func:`pred_instances`, predictions in the layout assigners take.
 * :mod:`.precision`: :func:`autocast_off`.
 * :mod:`.costs`: :func:`clamp_finite`, :func:`soft_label_bce_cost`.
 """
 
-from .boxes import clamp_to_image, pixel_scale
+from .boxes import clamp_to_image, pixel_scale, pred_instances
 from .costs import FINITE_COST_LIMIT, clamp_finite, soft_label_bce_cost
 from .decoder_outputs import DecoderOutputs
 from .gather import gather_queries, gather_square
@@ -32,5 +33,6 @@ __all__ = [
     'gather_queries',
     'gather_square',
     'pixel_scale',
+    'pred_instances',
     'soft_label_bce_cost',
 ]

@@ -1,9 +1,10 @@
 """Image sizes as box scales: normalised boxes to pixels and back."""
 
-from typing import Sequence, Union
+from typing import List, Sequence, Union
 
 import torch
 from mmdet.structures.bbox import bbox_cxcywh_to_xyxy, bbox_xyxy_to_cxcywh
+from mmengine.structures import InstanceData
 from torch import Tensor
 
 
@@ -43,3 +44,18 @@ def clamp_to_image(boxes: Tensor) -> Tensor:
         Tensor: (..., 4) normalised cxcywh, every corner inside [0, 1].
     """
     return bbox_xyxy_to_cxcywh(bbox_cxcywh_to_xyxy(boxes).clamp(0, 1))
+
+
+def pred_instances(logits: Tensor, boxes: Tensor, img_metas: List[dict]) -> List[InstanceData]:
+    """Per-image predictions in the layout DETR heads give assigners.
+
+    Args:
+        logits (Tensor): Class logits, (bs, N, C).
+        boxes (Tensor): Normalised cxcywh boxes, (bs, N, 4).
+        img_metas (list[dict]): Image metas with ``img_shape``.
+
+    Returns:
+        list[InstanceData]: ``scores`` (N, C) logits, ``bboxes`` (N, 4) pixel xyxy.
+    """
+    pixel = bbox_cxcywh_to_xyxy(boxes) * pixel_scale(boxes, img_metas).to(boxes.dtype)
+    return [InstanceData(scores=s, bboxes=b) for s, b in zip(logits, pixel)]

@@ -1,7 +1,7 @@
 """What one model's decoder produced in one forward pass, per query group."""
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 from torch import Tensor
 
@@ -27,9 +27,9 @@ class DecoderOutputs:
             group).
         head_inputs (dict): The head inputs the decoder produced.
         feats (tuple[Tensor]): The neck features, (bs, C, H_i, W_i) per level.
-        matchings (dict): Query pairs already found in this step, by matching
-            (``MatchedPairKD.paired_layers``): components that match the same
-            way share one solve. Filled on the student's outputs.
+        groups (dict[str, QueryGroup]): The extra query groups that ran next
+            to the own queries, by name, as the components gave them (with
+            their ``valid`` and ``targets``).
     """
 
     cls_scores: Tensor
@@ -39,7 +39,7 @@ class DecoderOutputs:
     attn: Dict[str, List[Tensor]] = field(default_factory=dict)
     head_inputs: Dict = field(default_factory=dict)
     feats: Tuple[Tensor, ...] = ()
-    matchings: Dict[Any, Any] = field(default_factory=dict, repr=False, compare=False)
+    groups: Dict[str, QueryGroup] = field(default_factory=dict)
 
     @property
     def num_layers(self) -> int:

@@ -40,6 +40,9 @@ class QueryGroup:
             a group whose size varies per image (e.g. queries per GT box).
             Padding is invisible to every query and sees only itself.
             Defaults to None (all valid).
+        targets (Tensor, optional): Long (bs, n): the index of the GT box of
+            its image that each query is trained to predict, -1 for padding
+            (OD-DETR's auxiliary groups). Defaults to None (no GT target).
     """
 
     name: str
@@ -47,6 +50,7 @@ class QueryGroup:
     query_pos: Optional[Tensor] = None
     reference: Optional[Tensor] = None
     valid: Optional[Tensor] = None
+    targets: Optional[Tensor] = None
 
     @property
     def num_queries(self) -> int:

@@ -8,7 +8,6 @@ from .contrastive_embedding_kd import ContrastiveEmbeddingKD
 from .fixed_match_kd import FixedMatchKD
 from .hungarian_logits_kd import HungarianLogitsKD
 from .initial_query_kd import InitialQueryKD
-from .matched_pair_kd import MatchedPairKD
 from .oddetr_guided_assignment import ODDETRGuidedAssignment
 from .query_prior_assignment import QueryPriorAssignment
 from .target_aware_feature_kd import TargetAwareFeatureKD
@@ -21,7 +20,6 @@ __all__ = [
     'FixedMatchKD',
     'HungarianLogitsKD',
     'InitialQueryKD',
-    'MatchedPairKD',
     'ODDETRGuidedAssignment',
     'QueryPriorAssignment',
     'TEACHER_QUERY_GROUP',

@@ -3,25 +3,30 @@
 Distil each decoder layer through a Hungarian matching of teacher and student predictions.
 """
 
-import dataclasses
-from typing import List, Optional, Tuple
+from typing import Dict, Optional, Tuple
 
 from mmdet.registry import MODELS
+from mmdet.structures import SampleList
 from mmdet.utils import ConfigType
+from torch import Tensor
 
-from ..common import OWN_GROUP, DecoderOutputs, clamp_to_image
-from .matched_pair_kd import MatchedPairKD, Pairs
+from ..common import OWN_GROUP, DecoderOutputs
+from ..task_modules.pairing import PairingRequest, SolvedPairings, hungarian_pairing
+from .base_component import DistillComponent
+from .pair_losses import ALL_PAIR_LOSSES, build_pair_losses, pair_losses_by_layer, uses_attention
 
 
 @MODELS.register_module()
-class AdaptiveMatchKD(MatchedPairKD):
+class AdaptiveMatchKD(DistillComponent):
     """D3ETR's adaptive matching (and DETRDistill's logits distillation).
 
     In every student decoder layer l, paired with teacher layer t(l) by
     :meth:`MixMatcher.layer_pairs`, the teacher's predictions (all queries, no
     threshold, sigmoid scores as soft labels) are pseudo ground truth: the
     student's own queries are Hungarian-matched to them on the matcher's
-    costs, and every matched pair is distilled (see :class:`MatchedPairKD`).
+    costs (the pairing step, :func:`hungarian_pairing`), and every matched
+    pair is distilled (:func:`pair_losses`): class, L1, GIoU, self- and
+    cross-attention. Keys ``{prefix}.d{l}.{loss}``.
 
     Args:
         prefix (str): Loss-key prefix. Defaults to ``'d3etr.adaptive'``.
@@ -37,7 +42,7 @@ class AdaptiveMatchKD(MatchedPairKD):
             ground truth. Defaults to False (D3ETR: the boxes as predicted).
     """
 
-    student_group = OWN_GROUP
+    default_losses = ALL_PAIR_LOSSES
 
     def __init__(
         self,
@@ -46,32 +51,33 @@ class AdaptiveMatchKD(MatchedPairKD):
         losses: Optional[dict] = None,
         clamp_teacher_boxes: bool = False,
     ) -> None:
-        super().__init__(prefix, matcher, losses)
+        super().__init__(prefix)
+        self.pairing = hungarian_pairing(matcher, clamp_teacher_boxes)
+        self.matcher = self.pairing.matcher
         self.clamp_teacher_boxes = clamp_teacher_boxes
-        # other targets, other pairs: share a matching only with the same targets
-        self.matching_key = (*self.matching_key, clamp_teacher_boxes)
+        # a distiller prefixes build errors with the component's config key
+        self.losses = build_pair_losses(losses, self.default_losses, 'losses')
 
-    def teacher_targets(self, teacher_out: DecoderOutputs) -> DecoderOutputs:
-        """The teacher's outputs, boxes cut to the image if ``clamp_teacher_boxes``."""
-        if not self.clamp_teacher_boxes:
-            return teacher_out
-        return dataclasses.replace(teacher_out, bbox_preds=clamp_to_image(teacher_out.bbox_preds))
+    def records_attention(self) -> bool:
+        return uses_attention(self.losses)
 
-    def match_layers(
+    def pairings(self) -> Tuple[PairingRequest, ...]:
+        """The student's own queries Hungarian-matched to the teacher's, every layer."""
+        return (self.pairing,)
+
+    def loss(
         self,
         student_out: DecoderOutputs,
         teacher_out: DecoderOutputs,
-        layers: List[Tuple[int, int]],
-        img_metas: List[dict],
-    ) -> List[Pairs]:
-        """Hungarian matching of each student layer to its teacher layer, all in one call."""
-        s_layers, t_layers = (list(ls) for ls in zip(*layers))
-        s_cls, s_box = student_out.group(OWN_GROUP)
-        t_cls, t_box = self.teacher_targets(teacher_out).group(OWN_GROUP)
-        s_idx, t_idx = self.matcher.adaptive_match_layers(
-            s_cls[s_layers], s_box[s_layers], t_cls[t_layers], t_box[t_layers], img_metas
+        batch_data_samples: SampleList,
+        pairs: SolvedPairings,
+    ) -> Dict[str, Tensor]:
+        """Pair losses of every student layer, keys ``{prefix}.d{l}.{loss}``."""
+        img_metas = [s.metainfo for s in batch_data_samples]
+        solved = pairs[self.pairing]  # its teacher: boxes clamped if clamp_teacher_boxes
+        return self.keyed(
+            pair_losses_by_layer(self.losses, solved, (student_out, OWN_GROUP), img_metas)
         )
-        return list(zip(s_idx, t_idx))
 
     def extra_repr(self) -> str:
         return f'{super().extra_repr()}, clamp_teacher_boxes={self.clamp_teacher_boxes}'

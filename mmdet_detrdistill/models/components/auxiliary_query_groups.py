@@ -13,8 +13,14 @@ from mmdet.utils import reduce_mean
 from mmengine.structures import InstanceData
 from torch import Tensor, nn
 
-from ..common import OWN_GROUP, DecoderOutputs, QueryGroup, autocast_off, pixel_scale
-from ..layers.head_assignment import pred_instances
+from ..common import (
+    OWN_GROUP,
+    DecoderOutputs,
+    QueryGroup,
+    autocast_off,
+    pixel_scale,
+    pred_instances,
+)
 from .base_component import DistillComponent
 from .fixed_match_kd import check_same_query_format
 
@@ -33,7 +39,8 @@ class AuxiliaryQueryGroups(DistillComponent):
     divided by their number averaged over processes, as mmdet's heads divide
     by their positives: see :func:`slot_avg_factor`). Images
     with fewer GT boxes than the batch's most are padded with slots that no
-    query can see (``QueryGroup.valid``)::
+    query can see (``QueryGroup.valid``); each slot's GT travels with the
+    group (``QueryGroup.targets``, -1 for padding)::
 
         aux{s} of an image with 2 GT boxes, num_per_gt = 2, batch max 3 GT:
         slot     0     1     2     3     4     5
@@ -58,7 +65,6 @@ class AuxiliaryQueryGroups(DistillComponent):
         self.num_per_gt = num_per_gt
         self.stages = None if stages is None else list(stages)
         self.loss_weight = loss_weight
-        self._targets: Optional[Tuple[Tensor, Tensor]] = None
 
     def bind(self, student: nn.Module, teacher: nn.Module) -> None:
         check_same_query_format(student, teacher, self)
@@ -99,27 +105,33 @@ class AuxiliaryQueryGroups(DistillComponent):
     def query_groups(
         self, teacher_out: DecoderOutputs, batch_data_samples: SampleList
     ) -> List[QueryGroup]:
-        """One group per teacher stage (none when the batch has no GT box)."""
+        """One group per teacher stage, with its slots' GT (none when the batch has no
+        GT box)."""
         gts = [s.gt_instances for s in batch_data_samples]
-        self._targets = None
-        if max(len(g) for g in gts) == 0:
+        if not _has_gt(gts):
             return []
         metas = [s.metainfo for s in batch_data_samples]
         t_cls, t_box = teacher_out.group(OWN_GROUP)
         hidden = teacher_out.hidden_states[:, :, teacher_out.slices[OWN_GROUP]]
-        stages = range(teacher_out.num_layers) if self.stages is None else self.stages
-        groups, valid = [], None
-        for s in stages:
+        groups = []
+        for s, name in zip(self._stages(teacher_out), self.group_names(teacher_out)):
             idx, valid = self.least_cost_queries(t_cls[s], t_box[s], gts, metas)
             group = self.teacher.stage_query_group(
-                f'aux{s}', teacher_out.own_queries, hidden[s], t_box[s], idx
+                name, teacher_out.own_queries, hidden[s], t_box[s], idx
             )
+            targets = self._slot_targets(gts, valid.shape[1])
             groups.append(
-                QueryGroup(group.name, group.query, group.query_pos, group.reference, valid)
+                QueryGroup(name, group.query, group.query_pos, group.reference, valid, targets)
             )
-        self._targets = (self._slot_targets(gts, valid.shape[1]), valid)
-        self._group_names = [g.name for g in groups]
         return groups
+
+    def _stages(self, teacher_out: DecoderOutputs) -> List[int]:
+        """The teacher stages that give groups."""
+        return list(range(teacher_out.num_layers)) if self.stages is None else self.stages
+
+    def group_names(self, teacher_out: DecoderOutputs) -> List[str]:
+        """The names of the groups, ``aux{stage}``, in stage order."""
+        return [f'aux{s}' for s in self._stages(teacher_out)]
 
     def _slot_targets(self, gts: List[InstanceData], num_slots: int) -> Tensor:
         """GT index of each slot, (bs, num_slots), -1 for padding."""
@@ -137,20 +149,23 @@ class AuxiliaryQueryGroups(DistillComponent):
     ) -> Dict[str, Tensor]:
         """Head losses of the auxiliary slots, keys ``{prefix}.d{l}.{loss}``.
 
-        Normalised by the real slots of all processes (:func:`slot_avg_factor`).
+        Each slot's GT is its group's ``targets`` (the groups as :meth:`query_groups`
+        gave them, read from ``student_out.groups``). Normalised by the real slots of
+        all processes (:func:`slot_avg_factor`).
         """
         keys = ('loss_cls', 'loss_bbox', 'loss_iou')
-        if self._targets is None:  # no GT box in the batch: zero, still on the graph
-            zero = student_out.cls_scores.sum() * 0
+        if not _has_gt([s.gt_instances for s in batch_data_samples]):  # no group ran
+            zero = student_out.cls_scores.sum() * 0  # zero, still on the graph
             slot_avg_factor(zero.detach())  # the all-reduce every rank makes
             return {
                 f'{self.prefix}.d{i}.{k}': zero for i in range(student_out.num_layers) for k in keys
             }
-        gt_of_slot, valid = self._targets
-        cls = torch.cat([student_out.group(n)[0] for n in self._group_names], dim=2)
-        box = torch.cat([student_out.group(n)[1] for n in self._group_names], dim=2)
-        num_groups = len(self._group_names)
-        gt_of_slot, valid = gt_of_slot.repeat(1, num_groups), valid.repeat(1, num_groups)
+        names = self.group_names(teacher_out)
+        cls = torch.cat([student_out.group(n)[0] for n in names], dim=2)
+        box = torch.cat([student_out.group(n)[1] for n in names], dim=2)
+        groups = [student_out.groups[n] for n in names]  # as query_groups gave them
+        gt_of_slot = torch.cat([g.targets for g in groups], dim=1)
+        valid = torch.cat([g.valid for g in groups], dim=1)
         img_metas = [s.metainfo for s in batch_data_samples]
         labels, target_boxes = self._gather_targets(batch_data_samples, gt_of_slot, valid)
         avg_factor = slot_avg_factor(valid.float())  # the same for every layer
@@ -213,6 +228,11 @@ class AuxiliaryQueryGroups(DistillComponent):
 
     def extra_repr(self) -> str:
         return f'{super().extra_repr()}, num_per_gt={self.num_per_gt}, stages={self.stages}'
+
+
+def _has_gt(gts: List[InstanceData]) -> bool:
+    """Whether any image of the batch has a GT box (else there are no auxiliary groups)."""
+    return max(len(g) for g in gts) > 0
 
 
 def slot_avg_factor(weights: Tensor) -> Tensor:

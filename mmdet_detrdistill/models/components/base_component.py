@@ -1,13 +1,17 @@
 """What a distillation component is: one piece of knowledge transfer, one config entry."""
 
-from typing import Dict, List, Optional
+from types import MappingProxyType
+from typing import Dict, List, Optional, Tuple
 
 from mmdet.models.task_modules import BaseAssigner
 from mmdet.structures import SampleList
 from torch import Tensor, nn
 
 from ..common import DecoderOutputs, QueryGroup
+from ..task_modules.pairing import PairingRequest, SolvedPairings
 from .config_keys import UNNAMED, ComponentKeys
+
+NO_PAIRS: SolvedPairings = MappingProxyType({})
 
 
 class DistillComponent(nn.Module):
@@ -15,8 +19,10 @@ class DistillComponent(nn.Module):
 
     A distiller runs the teacher (no grad), asks every component for the
     extra query groups it wants in the student's decoder, runs the student
-    with all of them, and adds up the students' ground-truth losses and every
-    component's :meth:`loss`. Components are independent config entries, so
+    with all of them, solves the query pairs the components ask for
+    (:meth:`pairings`, each distinct one once: ``task_modules/pairing.py``),
+    and adds up the students' ground-truth losses and every component's
+    :meth:`loss`, given its pairs. Components are independent config entries, so
     methods mix (e.g. D3ETR's adaptive matching with DETRDistill's feature
     distillation) and each one can be switched off for an ablation.
 
@@ -56,21 +62,57 @@ class DistillComponent(nn.Module):
         return []
 
     def gt_assigners(
-        self, teacher_out: Optional[DecoderOutputs], img_metas: List[dict]
+        self,
+        teacher_out: Optional[DecoderOutputs],
+        img_metas: List[dict],
+        teacher_on_student_queries: Optional[DecoderOutputs] = None,
     ) -> Optional[List[BaseAssigner]]:
         """The assigner of each image for the student's own ground-truth losses
         (every decoder layer, not two-stage encoder proposals), or None to keep
-        the head's."""
+        the head's.
+
+        Args:
+            teacher_out (DecoderOutputs, optional): The teacher's outputs.
+            img_metas (list[dict]): Image metas.
+            teacher_on_student_queries (DecoderOutputs, optional): The teacher's
+                outputs for the student's own queries, given where those are not
+                the teacher's own (OD-DETR on a two-stage student). Defaults to None.
+        """
         return None
+
+    def pairings(self) -> Tuple[PairingRequest, ...]:
+        """The query pairs the component's :meth:`loss` needs (none by default)."""
+        return ()
 
     def loss(
         self,
         student_out: DecoderOutputs,
         teacher_out: DecoderOutputs,
         batch_data_samples: SampleList,
+        pairs: SolvedPairings = NO_PAIRS,
     ) -> Dict[str, Tensor]:
-        """The component's losses, keys starting with ``prefix``."""
+        """The component's losses, keyed by :meth:`keyed`.
+
+        Args:
+            student_out (DecoderOutputs): The student's outputs, every query group.
+            teacher_out (DecoderOutputs): The teacher's outputs.
+            batch_data_samples (list[DetDataSample]): The batch's samples.
+            pairs (Mapping[PairingRequest, SolvedPairing]): The solved pairs of each of
+                :meth:`pairings`; given to components that declare some.
+        """
         raise NotImplementedError
+
+    def keyed(self, by_layer: Dict[int, Dict[str, Tensor]]) -> Dict[str, Tensor]:
+        """Losses by layer and name as the component's loss keys, ``{prefix}.d{layer}.{name}``.
+
+        Args:
+            by_layer (dict[int, dict[str, Tensor]]): Each layer's losses by name.
+        """
+        return {
+            f'{self.prefix}.d{layer}.{name}': value
+            for layer, losses in by_layer.items()
+            for name, value in losses.items()
+        }
 
     def extra_repr(self) -> str:
         return f'prefix={self.prefix!r}'

@@ -4,7 +4,7 @@ Not in the paper's text; its published 44.1 -> 46.6 was trained with it. A contr
 between matched student and teacher decoder embeddings.
 """
 
-from typing import Dict
+from typing import Dict, Tuple
 
 from mmdet.registry import MODELS
 from mmdet.structures import SampleList
@@ -12,7 +12,8 @@ from mmdet.utils import ConfigType
 from torch import Tensor, nn
 
 from ..common import OWN_GROUP, DecoderOutputs, gather_queries
-from .adaptive_match_kd import AdaptiveMatchKD
+from ..task_modules.pairing import PairingRequest, SolvedPairings, hungarian_pairing
+from .base_component import DistillComponent
 
 NEGATIVES = ('image', 'batch')
 
@@ -53,7 +54,7 @@ class EmbeddingProjection(nn.Module):
 
 
 @MODELS.register_module()
-class ContrastiveEmbeddingKD(AdaptiveMatchKD):
+class ContrastiveEmbeddingKD(DistillComponent):
     """DETRDistill's ``cl_head``: InfoNCE between matched decoder embeddings.
 
     Not in the paper, but on by default in the official distiller that the
@@ -67,9 +68,11 @@ class ContrastiveEmbeddingKD(AdaptiveMatchKD):
       teacher's queries paired by the logits distillation's Hungarian matching
       (the official ``pos_assigned_gt_inds`` of its distill assigner; the
       teacher's 300 predictions are the pseudo ground truth, so every student
-      query is paired). Here: the same matching (:class:`AdaptiveMatchKD`,
-      costs soft-label BCE 1, L1 5, GIoU 2), layer l with the matcher's
-      ``layer_pairs``. The teacher-query group is not used.
+      query is paired). Here: the same pairing request as the logits
+      distillation (:func:`hungarian_pairing`: costs soft-label BCE 1, L1 5,
+      GIoU 2, teacher boxes clamped), so the pairing step solves it once for
+      both; layer l with the matcher's ``layer_pairs``. The teacher-query
+      group is not used.
     * **embeddings**: the decoder's output of that layer (the head's input),
       student with gradient, teacher without (it runs under no_grad).
     * **projections**: one :class:`EmbeddingProjection` per side (not shared,
@@ -102,8 +105,6 @@ class ContrastiveEmbeddingKD(AdaptiveMatchKD):
             ``pos_assigned_gt_inds``). Defaults to True.
     """
 
-    default_losses: dict = {}  # no pair losses: :meth:`loss` is the contrastive one
-
     def __init__(
         self,
         prefix: str = 'detrdistill.contrastive',
@@ -113,7 +114,10 @@ class ContrastiveEmbeddingKD(AdaptiveMatchKD):
         loss: ConfigType = dict(type='InfoNCEDistillLoss', temperature=0.07, loss_weight=0.2),
         clamp_teacher_boxes: bool = True,
     ) -> None:
-        super().__init__(prefix, matcher, clamp_teacher_boxes=clamp_teacher_boxes)
+        super().__init__(prefix)
+        self.pairing = hungarian_pairing(matcher, clamp_teacher_boxes)
+        self.matcher = self.pairing.matcher
+        self.clamp_teacher_boxes = clamp_teacher_boxes
         if negatives not in NEGATIVES:
             raise ValueError(
                 f'ContrastiveEmbeddingKD: negatives={negatives!r}; use one of {NEGATIVES} (the '
@@ -129,22 +133,27 @@ class ContrastiveEmbeddingKD(AdaptiveMatchKD):
         self.teacher_proj = EmbeddingProjection(teacher.embed_dims, self.embed_dims)
         super().bind(student, teacher)
 
+    def pairings(self) -> Tuple[PairingRequest, ...]:
+        """The student's own queries Hungarian-matched to the teacher's, every layer."""
+        return (self.pairing,)
+
     def loss(
         self,
         student_out: DecoderOutputs,
         teacher_out: DecoderOutputs,
         batch_data_samples: SampleList,
+        pairs: SolvedPairings,
     ) -> Dict[str, Tensor]:
         """InfoNCE of every student layer, keys ``{prefix}.d{l}.loss_contrastive``."""
-        img_metas = [s.metainfo for s in batch_data_samples]
         s_hidden = student_out.hidden_states[:, :, student_out.slices[OWN_GROUP]]
         t_hidden = teacher_out.hidden_states[:, :, teacher_out.slices[OWN_GROUP]]
-        out = {}
-        for (s_l, t_l), (s_idx, t_idx) in self.paired_layers(student_out, teacher_out, img_metas):
-            out[f'{self.prefix}.d{s_l}.loss_contrastive'] = self.embedding_loss(
-                gather_queries(s_hidden[s_l], s_idx), gather_queries(t_hidden[t_l], t_idx)
-            )
-        return out
+        by_layer: Dict[int, Dict[str, Tensor]] = {}
+        for s_l, t_l, (s_idx, t_idx) in pairs[self.pairing].layers:
+            student_embeds = gather_queries(s_hidden[s_l], s_idx)  # (bs, K, dim_s)
+            teacher_embeds = gather_queries(t_hidden[t_l], t_idx)  # (bs, K, dim_t)
+            loss = self.embedding_loss(student_embeds, teacher_embeds)
+            by_layer[s_l] = dict(loss_contrastive=loss)
+        return self.keyed(by_layer)
 
     def embedding_loss(self, student_embeds: Tensor, teacher_embeds: Tensor) -> Tensor:
         """Project both sides and take the InfoNCE within each group of negatives.
@@ -164,4 +173,7 @@ class ContrastiveEmbeddingKD(AdaptiveMatchKD):
         return self.loss_fn(self.student_proj(student_embeds), self.teacher_proj(teacher_embeds))
 
     def extra_repr(self) -> str:
-        return f'{super().extra_repr()}, negatives={self.negatives!r}'
+        return (
+            f'{super().extra_repr()}, clamp_teacher_boxes={self.clamp_teacher_boxes}, '
+            f'negatives={self.negatives!r}'
+        )

@@ -4,15 +4,17 @@ Distil through the teacher's own queries run in the student's decoder (index pai
 """
 
 import dataclasses
-from typing import List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 from mmdet.registry import MODELS
 from mmdet.structures import SampleList
 from mmdet.utils import ConfigType
-from torch import nn
+from torch import Tensor, nn
 
-from ..common import OWN_GROUP, TEACHER_QUERY_GROUP, DecoderOutputs, QueryGroup
-from .matched_pair_kd import MatchedPairKD, Pairs
+from ..common import TEACHER_QUERY_GROUP, DecoderOutputs, QueryGroup
+from ..task_modules.pairing import PairingRequest, SolvedPairings, index_pairing
+from .base_component import DistillComponent
+from .pair_losses import ALL_PAIR_LOSSES, build_pair_losses, pair_losses_by_layer, uses_attention
 
 
 def check_same_query_format(student: nn.Module, teacher: nn.Module, component: nn.Module) -> None:
@@ -43,15 +45,17 @@ def teacher_query_group(teacher_out: DecoderOutputs, student: nn.Module) -> Quer
 
 
 @MODELS.register_module()
-class FixedMatchKD(MatchedPairKD):
-    """D3ETR's fixed matching (and OD-DETR's initial-query constraint).
+class FixedMatchKD(DistillComponent):
+    """D3ETR's fixed matching.
 
     The teacher's queries (as they entered its decoder; what the student's
     family derives from them before the decoder is derived by the student's
     layers, :func:`teacher_query_group`) run through the student's decoder
     as the isolated group ``'teacher_queries'``; in every student layer l,
-    query i of the group is paired with teacher query i of layer t(l), and
-    the pairs are distilled (see :class:`MatchedPairKD`).
+    query i of the group is paired with teacher query i of layer t(l) (the
+    pairing step, :func:`index_pairing`), and the pairs are distilled
+    (:func:`pair_losses`): class, L1, GIoU, self- and cross-attention. Keys
+    ``{prefix}.d{l}.{loss}``.
 
     Args:
         prefix (str): Loss-key prefix. Defaults to ``'d3etr.fixed'``.
@@ -61,7 +65,7 @@ class FixedMatchKD(MatchedPairKD):
             ``None`` switches one off. Defaults to None.
     """
 
-    student_group = TEACHER_QUERY_GROUP
+    default_losses = ALL_PAIR_LOSSES
 
     def __init__(
         self,
@@ -69,25 +73,38 @@ class FixedMatchKD(MatchedPairKD):
         matcher: ConfigType = dict(type='MixMatcher', adaptive=False, fixed=True),
         losses: Optional[dict] = None,
     ) -> None:
-        super().__init__(prefix, matcher, losses)
+        super().__init__(prefix)
+        self.pairing = index_pairing(matcher, TEACHER_QUERY_GROUP)
+        self.matcher = self.pairing.matcher
+        # a distiller prefixes build errors with the component's config key
+        self.losses = build_pair_losses(losses, self.default_losses, 'losses')
 
     def bind(self, student: nn.Module, teacher: nn.Module) -> None:
         check_same_query_format(student, teacher, self)
         super().bind(student, teacher)
+
+    def records_attention(self) -> bool:
+        return uses_attention(self.losses)
 
     def query_groups(
         self, teacher_out: DecoderOutputs, batch_data_samples: SampleList
     ) -> List[QueryGroup]:
         return [teacher_query_group(teacher_out, self.student)]
 
-    def match_layers(
+    def pairings(self) -> Tuple[PairingRequest, ...]:
+        """Query i of the teacher-query group with teacher query i, every layer."""
+        return (self.pairing,)
+
+    def loss(
         self,
         student_out: DecoderOutputs,
         teacher_out: DecoderOutputs,
-        layers: List[Tuple[int, int]],
-        img_metas: List[dict],
-    ) -> List[Pairs]:
-        """Query i of the group with teacher query i, in every layer."""
-        t_cls = teacher_out.group(OWN_GROUP)[0]
-        bs, num_t = t_cls.shape[1:3]
-        return [self.matcher.fixed_match(bs, num_t, t_cls.device)] * len(layers)
+        batch_data_samples: SampleList,
+        pairs: SolvedPairings,
+    ) -> Dict[str, Tensor]:
+        """Pair losses of every student layer, keys ``{prefix}.d{l}.{loss}``."""
+        img_metas = [s.metainfo for s in batch_data_samples]
+        student = (student_out, TEACHER_QUERY_GROUP)
+        return self.keyed(
+            pair_losses_by_layer(self.losses, pairs[self.pairing], student, img_metas)
+        )

@@ -13,9 +13,18 @@ from mmdet.structures.bbox import bbox_cxcywh_to_xyxy
 from mmdet.utils import ConfigType
 from torch import Tensor, nn
 
-from ..common import OWN_GROUP, DecoderOutputs, gather_queries, pixel_scale
-from .fixed_match_kd import FixedMatchKD
-from .matched_pair_kd import Pairs
+from ..common import (
+    OWN_GROUP,
+    TEACHER_QUERY_GROUP,
+    DecoderOutputs,
+    QueryGroup,
+    gather_queries,
+    pixel_scale,
+)
+from ..task_modules.pairing import PairingRequest, Pairs, SolvedPairings, index_pairing
+from .base_component import DistillComponent
+from .fixed_match_kd import check_same_query_format, teacher_query_group
+from .pair_losses import build_pair_losses, pair_losses_by_layer, uses_attention
 
 BOX_LOSSES = ('loss_bbox', 'loss_iou')
 BOX_WEIGHTINGS = ('uniform', 'teacher_confidence')
@@ -43,16 +52,17 @@ def teacher_confidence(teacher_logits: Tensor, score_thr: float = 0.0) -> Tensor
 
 
 @MODELS.register_module()
-class InitialQueryKD(FixedMatchKD):
+class InitialQueryKD(DistillComponent):
     """OD-DETR's initial-query constraint (arXiv 2406.05791, "initial query" distillation).
 
     The EMA teacher's initial queries run through the student's decoder as the
-    isolated group ``'teacher_queries'``; in every student layer l, query i of
-    the group is paired with teacher query i of layer t(l) and its predictions
-    are constrained to the teacher's:
+    isolated group ``'teacher_queries'`` (:func:`teacher_query_group`, as
+    D3ETR's fixed matching); in every student layer l, query i of the group is
+    paired with teacher query i of layer t(l) (the pairing step,
+    :func:`index_pairing`) and its predictions are constrained to the teacher's:
 
     * classes: soft-label BCE on the student's logits against the teacher's
-      probabilities, mean over pairs (as :class:`FixedMatchKD`);
+      probabilities, mean over pairs (:func:`pair_losses`);
     * boxes (``loss_bbox``: L1 on normalised cxcywh, ``loss_iou``: GIoU on
       pixel xyxy), each pair weighted by ``w_i``::
 
@@ -92,7 +102,10 @@ class InitialQueryKD(FixedMatchKD):
         box_weighting: str = 'teacher_confidence',
         score_thr: float = 0.0,
     ) -> None:
-        super().__init__(prefix, matcher, losses)
+        super().__init__(prefix)
+        self.pairing = index_pairing(matcher, TEACHER_QUERY_GROUP)
+        self.matcher = self.pairing.matcher
+        self.losses = build_pair_losses(losses, self.default_losses, 'losses')
         if box_weighting not in BOX_WEIGHTINGS:
             raise ValueError(
                 f'{prefix}: box_weighting={box_weighting!r} is not one of {BOX_WEIGHTINGS}; '
@@ -101,33 +114,53 @@ class InitialQueryKD(FixedMatchKD):
             )
         self.box_weighting = box_weighting
         self.score_thr = score_thr
-        # box terms are computed here, weighted; the rest by MatchedPairKD
+        # box terms are computed here, weighted; the rest by pair_losses
         self.box_losses = nn.ModuleDict(
             {k: self.losses.pop(k) for k in BOX_LOSSES if k in self.losses}
         )
+
+    def bind(self, student: nn.Module, teacher: nn.Module) -> None:
+        check_same_query_format(student, teacher, self)
+        super().bind(student, teacher)
+
+    def records_attention(self) -> bool:
+        return uses_attention(self.losses)
+
+    def query_groups(
+        self, teacher_out: DecoderOutputs, batch_data_samples: SampleList
+    ) -> List[QueryGroup]:
+        return [teacher_query_group(teacher_out, self.student)]
+
+    def pairings(self) -> Tuple[PairingRequest, ...]:
+        """Query i of the teacher-query group with teacher query i, every layer."""
+        return (self.pairing,)
 
     def loss(
         self,
         student_out: DecoderOutputs,
         teacher_out: DecoderOutputs,
         batch_data_samples: SampleList,
+        pairs: SolvedPairings,
     ) -> Dict[str, Tensor]:
-        """Class (and attention) losses of :class:`MatchedPairKD`, plus weighted box losses."""
-        # targets only, even where the teacher ran with autograd on
-        teacher_out = dataclasses.replace(
-            teacher_out,
-            cls_scores=teacher_out.cls_scores.detach(),
-            bbox_preds=teacher_out.bbox_preds.detach(),
-        )
-        out = super().loss(student_out, teacher_out, batch_data_samples)
-        if not self.box_losses:
-            return out
+        """Class (and attention) pair losses, then the weighted box losses, keys
+        ``{prefix}.d{l}.{loss}``."""
         img_metas = [s.metainfo for s in batch_data_samples]
-        layers = self.matcher.layer_pairs(student_out.num_layers, teacher_out.num_layers)
-        all_pairs = self.match_layers(student_out, teacher_out, layers, img_metas)
-        for (s_l, t_l), pairs in zip(layers, all_pairs):
-            layer = self.box_pair_losses(pairs, (student_out, s_l), (teacher_out, t_l), img_metas)
-            out.update({f'{self.prefix}.d{s_l}.{k}': v for k, v in layer.items()})
+        solved = pairs[self.pairing]
+        # targets only, even where the teacher ran with autograd on
+        teacher = dataclasses.replace(
+            solved.teacher,
+            cls_scores=solved.teacher.cls_scores.detach(),
+            bbox_preds=solved.teacher.bbox_preds.detach(),
+        )
+        solved = dataclasses.replace(solved, teacher=teacher)
+        student = (student_out, TEACHER_QUERY_GROUP)
+        out = self.keyed(pair_losses_by_layer(self.losses, solved, student, img_metas))
+        if self.box_losses:
+            box = {
+                s_l: self.box_pair_losses(layer, (student_out, s_l), (teacher, t_l), img_metas)
+                for s_l, t_l, layer in solved.layers
+            }
+            out.update(self.keyed(box))
         return out
 
     def box_pair_losses(
@@ -140,7 +173,8 @@ class InitialQueryKD(FixedMatchKD):
         """Weighted box losses of one layer's pairs (student layer, teacher layer)."""
         (s_out, s_l), (t_out, t_l) = student, teacher
         s_idx, t_idx = pairs
-        s_box = gather_queries(s_out.group(self.student_group)[1][s_l], s_idx).float()  # (bs, K, 4)
+        s_box = s_out.group(TEACHER_QUERY_GROUP)[1][s_l]
+        s_box = gather_queries(s_box, s_idx).float()  # (bs, K, 4)
         t_cls, t_box = (gather_queries(x[t_l], t_idx) for x in t_out.group(OWN_GROUP))
         t_box = t_box.detach().float()
         if self.box_weighting == 'teacher_confidence':

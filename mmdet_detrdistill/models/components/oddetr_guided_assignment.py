@@ -6,8 +6,7 @@ from mmdet.registry import MODELS
 from mmdet.structures import SampleList
 from torch import Tensor, nn
 
-from ..common import OWN_GROUP, STUDENT_QUERY_GROUP, DecoderOutputs
-from ..layers.head_assignment import pred_instances
+from ..common import OWN_GROUP, DecoderOutputs, pred_instances
 from ..task_modules import BoundTeacherAssigner, ODDETRGuidedAssigner
 from .base_component import DistillComponent
 
@@ -25,10 +24,10 @@ class ODDETRGuidedAssignment(DistillComponent):
     teacher is the student's EMA). A two-stage Deformable DETR's query i is
     each model's own i-th encoder proposal, so the teacher's outputs for its
     own queries would guide unrelated student queries: the teacher must
-    decode the *student's* proposals (:class:`ODDETRDistiller` does, giving
-    outputs whose own group is named ``'student_queries'``); other
-    distillers are refused on the first step. The student's losses are
-    mmdet's; only their assignment changes. It adds no loss of its own.
+    decode the *student's* proposals (:class:`ODDETRDistiller` does, and
+    gives them as ``teacher_on_student_queries``); other distillers are
+    refused on the first step. The student's losses are mmdet's; only their
+    assignment changes. It adds no loss of its own.
 
     Args:
         prefix (str): Name in logs. Defaults to ``'oddetr.guided'``.
@@ -55,15 +54,21 @@ class ODDETRGuidedAssignment(DistillComponent):
         self.queries_are_proposals = bool(getattr(student, 'as_two_stage', False))
 
     def gt_assigners(
-        self, teacher_out: Optional[DecoderOutputs], img_metas: List[dict]
+        self,
+        teacher_out: Optional[DecoderOutputs],
+        img_metas: List[dict],
+        teacher_on_student_queries: Optional[DecoderOutputs] = None,
     ) -> List[BoundTeacherAssigner]:
-        """Per image, the guided assigner bound to the teacher's last-layer predictions.
+        """Per image, the guided assigner bound to the teacher's last-layer predictions
+        for the student's queries: ``teacher_out`` (learned queries, the same in both
+        models), or ``teacher_on_student_queries`` on a two-stage student.
 
         Raises:
-            ValueError: The student is two-stage and ``teacher_out`` is not the
-                teacher decoding the student's proposals.
+            ValueError: The student is two-stage and ``teacher_on_student_queries``
+                is not given.
         """
-        if self.queries_are_proposals and teacher_out.own_queries.name != STUDENT_QUERY_GROUP:
+        guide = teacher_on_student_queries if self.queries_are_proposals else teacher_out
+        if self.queries_are_proposals and guide is None:
             raise ValueError(
                 f"{self.config_keys.config}: a two-stage student's query i is its own i-th "
                 "encoder proposal, and this distiller's teacher decodes its own proposals, so the "
@@ -71,7 +76,7 @@ class ODDETRGuidedAssignment(DistillComponent):
                 "decodes the student's proposals), a student with as_two_stage=False, or switch "
                 f'it off ({self.config_keys.switch_off}).'
             )
-        t_cls, t_box = teacher_out.group(OWN_GROUP)
+        t_cls, t_box = guide.group(OWN_GROUP)
         preds = pred_instances(t_cls[-1].detach(), t_box[-1].detach(), img_metas)
         return [BoundTeacherAssigner(self.assigner, p) for p in preds]
 
@@ -85,4 +90,3 @@ class ODDETRGuidedAssignment(DistillComponent):
 
     def extra_repr(self) -> str:
         return f'{super().extra_repr()}, alpha={self.alpha}'
-

@@ -13,6 +13,7 @@ from torch import Tensor, nn
 from ..common import OWN_GROUP, DecoderOutputs, gather_queries, pixel_scale
 from ..layers.attention_maps import kept_self_attention
 from ..losses.attention_map_distill_loss import REF_CROSS_ATTN_KEYS, REF_SELF_ATTN_KEYS
+from ..task_modules.pairing import Pairs, SolvedPairing
 
 PREDICTION_LOSSES = dict(
     loss_cls=dict(type='BinaryKLDistillLoss', loss_weight=1.0),
@@ -84,9 +85,31 @@ def uses_attention(loss_fns: nn.ModuleDict) -> bool:
     return bool(set(loss_fns) & set(ATTENTION_LOSSES))
 
 
+def pair_losses_by_layer(
+    loss_fns: nn.ModuleDict,
+    solved: SolvedPairing,
+    student: Tuple[DecoderOutputs, str],
+    img_metas: List[dict],
+) -> Dict[int, Dict[str, Tensor]]:
+    """:func:`pair_losses` of every student layer, by layer.
+
+    Args:
+        loss_fns (nn.ModuleDict): Losses by name (see ``ALL_PAIR_LOSSES``).
+        solved (SolvedPairing): The pairs of every layer and the teacher outputs they
+            index (``task_modules/pairing.py``).
+        student (tuple): Student outputs and the group the student indices refer to.
+        img_metas (list[dict]): Image metas with ``img_shape``.
+    """
+    s_out, group = student
+    return {
+        s_l: pair_losses(loss_fns, pairs, (s_out, group, s_l), (solved.teacher, t_l), img_metas)
+        for s_l, t_l, pairs in solved.layers
+    }
+
+
 def pair_losses(
     loss_fns: nn.ModuleDict,
-    pairs: Tuple[Tensor, Tensor],
+    pairs: Pairs,
     student: Tuple[DecoderOutputs, str, int],
     teacher: Tuple[DecoderOutputs, int],
     img_metas: List[dict],

@@ -7,9 +7,15 @@ from mmdet.structures import SampleList
 from mmdet.utils import ConfigType
 from torch import Tensor, nn
 
-from ..common import OWN_GROUP, TEACHER_QUERY_GROUP, DecoderOutputs, QueryGroup, autocast_off
-from ..layers.head_assignment import pred_instances
-from ..layers.head_losses import LOSS_NAMES, layer_losses
+from ..common import (
+    OWN_GROUP,
+    TEACHER_QUERY_GROUP,
+    DecoderOutputs,
+    QueryGroup,
+    autocast_off,
+    pred_instances,
+)
+from ..dense_heads import LOSS_NAMES
 from ..task_modules import BoundTeacherAssigner, MixMatcher, QueryPriorAssigner
 from .base_component import DistillComponent
 from .fixed_match_kd import check_same_query_format, teacher_query_group
@@ -83,8 +89,8 @@ class QueryPriorAssignment(DistillComponent):
             )
             assigners = [BoundTeacherAssigner(self.assigner, p) for p in teacher_preds]
             with autocast_off(s_cls):
-                losses = layer_losses(
-                    head, s_cls[s_l].float(), s_box[s_l].float(), gt_instances, img_metas, assigners
+                losses = head.loss_by_feat_single(
+                    s_cls[s_l].float(), s_box[s_l].float(), gt_instances, img_metas, assigners
                 )
             for name, value in zip(LOSS_NAMES, losses):
                 out[f'{self.prefix}.d{s_l}.{name}'] = self.loss_weight * value

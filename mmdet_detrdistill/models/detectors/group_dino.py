@@ -1,6 +1,6 @@
 """DINO whose decoder can run extra, isolated query groups next to its denoising queries."""
 
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Sequence, Tuple
 
 import torch
 from mmdet.models.detectors import DINO
@@ -197,19 +197,3 @@ class GroupDINO(QueryGroupMixin, DINO):
         cross-attention modules of each decoder layer."""
         layers = self.decoder.layers
         return dict(self=[m.self_attn for m in layers], cross=[m.cross_attn for m in layers])
-
-    def denoising_outputs(
-        self, cls_scores: Tensor, bbox_preds: Tensor, head_inputs: Dict
-    ) -> Optional[Tuple[Tensor, Tensor, Dict]]:
-        """The DN queries' outputs and ``dn_meta``, or None without DN queries.
-
-        Args:
-            cls_scores (Tensor): Head logits of all queries, (L, bs, N, C).
-            bbox_preds (Tensor): Head boxes of all queries, (L, bs, N, 4).
-            head_inputs (dict): The head inputs of the same pass.
-        """
-        dn_meta = head_inputs.get('dn_meta')
-        if dn_meta is None:
-            return None
-        d = dn_meta['num_denoising_queries']
-        return cls_scores[:, :, :d], bbox_preds[:, :, :d], dn_meta

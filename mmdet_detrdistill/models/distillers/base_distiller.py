@@ -1,6 +1,5 @@
 """Base class of DETR distillers: a trainable student and a frozen teacher."""
 
-import inspect
 from contextlib import nullcontext
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
@@ -16,11 +15,10 @@ from ...utils.finite import check_finite_loss, check_finite_weights
 from ...utils.paths import expand_user_path
 from ..common import OWN_GROUP, DecoderOutputs, QueryGroup
 from ..components.config_keys import COMPONENTS_EXAMPLE, ComponentKeys, require_dict
-from ..detectors import GroupDINO, QueryGroupMixin, to_group_detector_cfg
+from ..detectors import QueryGroupMixin, to_group_detector_cfg
 from ..layers import AttentionRecorder
-from ..layers.dino_head_losses import dino_head_gt_losses
-from ..layers.head_losses import head_gt_losses
 from ..task_modules import RecordingAssigner, layer_match_instability
+from ..task_modules.pairing import solve_pairings
 from .components_builder import build_components, unique_query_groups
 from .inference_guard import check_not_for_inference
 from .teacher_config import check_same_classes, check_same_preprocessing, load_teacher_model_cfg
@@ -82,7 +80,12 @@ class DETRDistillerBase(BaseDetector):
                          |      (a component may give them: OD-DETR's   |
                          |      guided assignment) -> loss_cls, d0.* ...|
                          |                                              |
-                         +--> component.loss(student_out, teacher_out) <+
+                         +--> solve_pairings(each component's pairings)<+
+                         |      each distinct request once: Hungarian   |
+                         |      or index pairs per layer -> solved      |
+                         |                                              |
+                         +--> component.loss(student_out, teacher_out, <+
+                                samples, its solved pairs)
                                 -> 'd3etr.adaptive.d0.loss_cls', ...
 
     The teacher and student outputs share one type (:class:`DecoderOutputs`,
@@ -135,10 +138,6 @@ class DETRDistillerBase(BaseDetector):
         teacher_ckpt = expand_user_path(teacher_ckpt)
         self.student = MODELS.build(to_group_detector_cfg(student, 'student'))
         self.data_preprocessor = self.student.data_preprocessor
-        # Deformable DETR's head also takes the encoder proposals' outputs
-        self._head_takes_encoder_outputs = (
-            'enc_cls_scores' in inspect.signature(self.student.bbox_head.loss_by_feat).parameters
-        )
         teacher_model = self._init_teacher(teacher, teacher_ckpt, allow_untrained_teacher)
         check_same_preprocessing(self.student.data_preprocessor, teacher_model.data_preprocessor)
         check_same_classes(self.student, teacher_model, teacher)
@@ -257,7 +256,11 @@ class DETRDistillerBase(BaseDetector):
 
     # -- training --
     def loss(self, batch_inputs: Tensor, batch_data_samples: SampleList) -> Dict[str, Tensor]:
-        """Student ground-truth losses plus every component's distillation losses."""
+        """Student ground-truth losses plus every component's distillation losses.
+
+        The query pairs the components ask for (:meth:`DistillComponent.pairings`) are solved
+        once per distinct request (:func:`solve_pairings`) and passed to their ``loss``.
+        """
         self.load_teacher_weights()  # no-op once loaded (init_weights does it in a Runner)
         record = self.records_attention()
         with torch.no_grad():
@@ -269,8 +272,15 @@ class DETRDistillerBase(BaseDetector):
             self.student, batch_inputs, batch_data_samples, groups, record
         )
         losses = self.student_gt_loss(student_out, batch_data_samples, teacher_out)
+        img_metas = [s.metainfo for s in batch_data_samples]
+        requests = [r for c in self.components.values() for r in c.pairings()]
+        solved = solve_pairings(requests, student_out, teacher_out, img_metas)  # each once
         for component in self.components.values():
-            for key, value in component.loss(student_out, teacher_out, batch_data_samples).items():
+            args = (student_out, teacher_out, batch_data_samples)
+            pairs = {r: solved[r] for r in component.pairings()}
+            # a component that pairs nothing takes no pairs
+            component_losses = component.loss(*args, pairs) if pairs else component.loss(*args)
+            for key, value in component_losses.items():
                 if key in losses:
                     raise KeyError(f'two components write the loss {key!r}: give them prefixes')
                 losses[key] = value
@@ -304,56 +314,65 @@ class DETRDistillerBase(BaseDetector):
             # folded self-attention recorded (bs * G, n, n): per-group maps (bs, G, n, n)
             bs = batch_inputs.shape[0]
             attn['self'] = [m.view(bs, len(slices), *m.shape[1:]) for m in attn['self']]
-        return DecoderOutputs(cls_scores, bbox_preds, slices, own, attn, head_inputs, feats)
+        by_name = {g.name: g for g in groups}
+        return DecoderOutputs(
+            cls_scores, bbox_preds, slices, own, attn, head_inputs, feats, groups=by_name
+        )
 
     def student_gt_loss(
         self,
         outputs: DecoderOutputs,
         batch_data_samples: SampleList,
         teacher_out: Optional[DecoderOutputs] = None,
+        teacher_on_student_queries: Optional[DecoderOutputs] = None,
     ) -> Dict[str, Tensor]:
         """The student's own mmdet losses, on its own query group only.
 
-        A component may give the assigner of each image for every decoder
-        layer (OD-DETR's teacher-guided assignment,
-        :meth:`DistillComponent.gt_assigners`); otherwise it is the head's.
-        Two-stage encoder proposals (Deformable DETR, DINO; training) always
-        use the head's own assigner. The losses, their keys and their order
-        are mmdet's (:func:`head_gt_losses`); a DINO student adds mmdet's
-        denoising losses on its DN queries (:func:`dino_head_gt_losses`).
-        With ``log_match_instability``,
-        ``layer_match_instability`` (not a loss) is the fraction of GT boxes
-        whose matched query changes between consecutive decoder layers (not
-        OD-DETR's instability, which is across epochs:
+        The student's head (``models/dense_heads``: mmdet's, its ``loss_by_feat``
+        taking ``layer_assigners``) gets the queries mmdet's head knows: the own
+        group, after DINO's denoising queries (which lead in training), and the
+        head inputs of its family (``loss_by_feat_kwargs``: two-stage proposals,
+        ``dn_meta``); the extra groups follow the own group and are left out.
+        A component may give the assigner of each image for every decoder layer
+        (OD-DETR's teacher-guided assignment, :meth:`DistillComponent.gt_assigners`);
+        otherwise it is the head's. Encoder proposals and DN queries keep the head's
+        own. The losses, their keys and their order are mmdet's. With
+        ``log_match_instability``, ``layer_match_instability`` (not a loss) is the
+        fraction of GT boxes whose matched query changes between consecutive decoder
+        layers (not OD-DETR's instability, which is across epochs:
         :class:`MatchInstabilityHook`).
+
+        Args:
+            outputs (DecoderOutputs): The student's outputs.
+            batch_data_samples (list[DetDataSample]): The batch, with ground truth.
+            teacher_out (DecoderOutputs, optional): The teacher's outputs. Defaults to None.
+            teacher_on_student_queries (DecoderOutputs, optional): The teacher's outputs
+                for the student's own queries, where those are not the teacher's own
+                (a two-stage student's proposals: :meth:`ODDETRDistiller.teacher_on_queries`).
+                Defaults to None.
         """
-        cls_scores, bbox_preds = outputs.group(OWN_GROUP)
         head = self.student.bbox_head
         metas = [s.metainfo for s in batch_data_samples]
-        num_layers, bs = cls_scores.shape[:2]
+        num_layers, bs = outputs.cls_scores.shape[:2]
         image_assigners = [head.assigner] * bs
         for component in self.components.values():
-            override = component.gt_assigners(teacher_out, metas)
+            override = component.gt_assigners(
+                teacher_out, metas, teacher_on_student_queries=teacher_on_student_queries
+            )
             if override is not None:
                 image_assigners = override
         layer_assigners = [list(image_assigners) for _ in range(num_layers)]
         if self.log_match_instability:
             layer_assigners = [[RecordingAssigner(a) for a in layer] for layer in layer_assigners]
-        enc = dict(enc_cls_scores=None, enc_bbox_preds=None)
-        if self._head_takes_encoder_outputs:
-            enc = dict(
-                enc_cls_scores=outputs.head_inputs.get('enc_outputs_class'),
-                enc_bbox_preds=outputs.head_inputs.get('enc_outputs_coord'),
-            )
-        gts = [s.gt_instances for s in batch_data_samples]
-        args = (head, cls_scores, bbox_preds, gts, metas, layer_assigners)
-        if isinstance(self.student, GroupDINO):  # + mmdet's DN losses, class-aware proposals
-            denoising = self.student.denoising_outputs(
-                outputs.cls_scores, outputs.bbox_preds, outputs.head_inputs
-            )
-            losses = dino_head_gt_losses(*args, **enc, denoising=denoising)
-        else:
-            losses = head_gt_losses(*args, **enc)
+        mmdets = slice(0, outputs.slices[OWN_GROUP].stop)  # (DN queries +) own queries
+        losses = head.loss_by_feat(
+            outputs.cls_scores[:, :, mmdets],
+            outputs.bbox_preds[:, :, mmdets],
+            batch_gt_instances=[s.gt_instances for s in batch_data_samples],
+            batch_img_metas=metas,
+            layer_assigners=layer_assigners,
+            **head.loss_by_feat_kwargs(outputs.head_inputs),
+        )
         if self.log_match_instability:
             results = [r for layer in layer_assigners for rec in layer for r in rec.results]
             losses['layer_match_instability'] = layer_match_instability(results, num_layers, bs)

@@ -153,18 +153,21 @@ class ODDETRDistiller(DETRDistillerBase):
         outputs: DecoderOutputs,
         batch_data_samples: SampleList,
         teacher_out: Optional[DecoderOutputs] = None,
+        teacher_on_student_queries: Optional[DecoderOutputs] = None,
     ) -> Dict[str, Tensor]:
-        """The base class's, guided by the teacher's outputs for the student's own queries.
-
-        Those are ``teacher_out`` itself unless the student's queries are its
-        own encoder proposals (two-stage) and a component guides the assignment.
-        """
+        """The base class's, given the teacher's outputs for the student's own queries
+        (``teacher_on_student_queries``) where those are the student's own encoder
+        proposals (two-stage) and a component guides the assignment: one more teacher
+        pass (:meth:`teacher_on_queries`)."""
         guided = any(c.overrides_gt_assignment for c in self.components.values())
-        if teacher_out is not None and guided and getattr(self.student, 'as_two_stage', False):
-            teacher_out = self.teacher_on_queries(
+        two_stage = getattr(self.student, 'as_two_stage', False)
+        if teacher_on_student_queries is None and teacher_out is not None and guided and two_stage:
+            teacher_on_student_queries = self.teacher_on_queries(
                 outputs.own_queries, teacher_out, batch_data_samples
             )
-        return super().student_gt_loss(outputs, batch_data_samples, teacher_out)
+        return super().student_gt_loss(
+            outputs, batch_data_samples, teacher_out, teacher_on_student_queries
+        )
 
     @torch.no_grad()
     def teacher_on_queries(

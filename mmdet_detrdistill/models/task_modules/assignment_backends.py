@@ -13,7 +13,7 @@ assignment has a batched CUDA (Triton) kernel, so costs on a GPU need no host co
 * ``'auto'``: chosen per device where the costs are, among the installed packages
   (:func:`resolve_solver`): CUDA costs ``'torch_linear_assignment'`` (no host copy), host costs
   ``'lapx'`` (the fastest exact CPU solver measured), else ``'scipy'``. The CUDA choice is not
-  measured yet: the GPU check (``tools/analysis_tools/gpu_check.sh``) times it.
+  measured yet: the GPU check (``tools/analysis_tools/gpu_check/gpu_check.sh``) times it.
 
 All three return an optimal assignment. Where the optimum is unique (continuous match
 costs), the pairs are scipy's; where costs tie, another solver may return a different

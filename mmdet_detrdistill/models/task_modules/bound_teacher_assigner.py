@@ -13,7 +13,7 @@ class BoundTeacherAssigner(BaseAssigner):
     teacher's predictions as the argument ``teacher_pred_instances``; a DETR
     head calls ``assign(pred_instances, gt_instances, img_meta)``. Binding
     one image's predictions gives the head an assigner for that image
-    (``layers/head_losses.py`` gives image b the b-th of a list).
+    (the heads of ``models/dense_heads`` give image b the b-th of a list).
 
     Args:
         assigner (BaseAssigner): An assigner whose ``assign`` takes
