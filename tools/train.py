@@ -3,6 +3,10 @@
 python tools/train.py CONFIG [--work-dir DIR] [--amp] [--auto-scale-lr]
                              [--resume [CHECKPOINT]] [--cfg-options KEY=VALUE ...]
                              [--launcher {none,pytorch,slurm,mpi}]
+
+What a run needs (``custom_imports``, the runtime hooks) comes from the config
+(``configs/_base_/distill_runtime.py``), never from this script, so mmdet's own ``tools/train.py``
+trains the same; this one adds distributed runs without a GPU (gloo: ``setup_cpu_distributed``).
 """
 
 import argparse
@@ -80,14 +84,6 @@ def build_cfg(args: argparse.Namespace) -> Config:
         cfg.resume, cfg.load_from = True, None
     elif args.resume is not None:
         cfg.resume, cfg.load_from = True, args.resume
-    # The method configs get these hooks from configs/_base_/distill_runtime.py, so that any
-    # entry point behaves the same; this only adds them to a config without them (a teacher
-    # config) and changes nothing for the others.
-    hooks = list(cfg.get('custom_hooks') or [])
-    for hook in ('DropExecutableConfigHook', 'RNGStateHook'):
-        if not any(h.get('type') == hook for h in hooks):
-            hooks.append(dict(type=hook))
-    cfg.custom_hooks = hooks
     return cfg
 
 

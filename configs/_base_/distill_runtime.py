@@ -1,5 +1,7 @@
 # What every run of this package needs, under any entry point (our tools/train.py, mmdet's,
-# or a plain `Runner.from_cfg(Config.fromfile(...))`). Sits next to an mmdet config in `_base_`:
+# or a plain `Runner.from_cfg(Config.fromfile(...))`); no tool adds it. Every training config of
+# this repository inherits it, directly or through its student's config (configs/students/,
+# configs/embedded/*-base_synth.py). Sits next to an mmdet config in `_base_`:
 #   _base_ = ['mmdet::conditional_detr/conditional-detr_r50_8xb2-50e_coco.py',
 #             '../_base_/distill_runtime.py']
 # Bases may not define the same key, and mmdet's default_runtime.py owns `default_hooks`: so

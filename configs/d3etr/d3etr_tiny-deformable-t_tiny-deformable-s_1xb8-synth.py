@@ -1,9 +1,7 @@
 # D3ETR on the embedded default with Deformable DETR: tiny teacher -> tiny student, generated data.
 #   python tools/run_demo.py --family deformable
-_base_ = [
-    '../embedded/deformable-detr_tiny-student_1xb8-synth.py',
-    '../_base_/distill_runtime.py',
-]
+# the student's config inherits ../_base_/distill_runtime.py
+_base_ = '../embedded/deformable-detr_tiny-student_1xb8-synth.py'
 custom_imports = dict(imports=['mmdet_detrdistill'], allow_failed_imports=False)
 default_hooks = dict(checkpoint=dict(type='AtomicCheckpointHook'))  # kill-safe saves
 

@@ -2,10 +2,8 @@
 # tools/run_demo.py trains the teacher first and passes its checkpoint:
 #   python tools/train.py configs/d3etr/d3etr_tiny-t_tiny-s_1xb8-synth.py \
 #       --cfg-options model.teacher_ckpt=work_dirs/demo/teacher/iter_2000.pth
-_base_ = [
-    '../embedded/conditional-detr_tiny-student_1xb8-synth.py',
-    '../_base_/distill_runtime.py',
-]
+# the student's config inherits ../_base_/distill_runtime.py
+_base_ = '../embedded/conditional-detr_tiny-student_1xb8-synth.py'
 custom_imports = dict(imports=['mmdet_detrdistill'], allow_failed_imports=False)
 default_hooks = dict(checkpoint=dict(type='AtomicCheckpointHook'))  # kill-safe saves
 

@@ -3,10 +3,8 @@
 # configs/deformable_detr/metafile.yml, downloaded once into the cache load_from uses. Components
 # and weights are DETRDistillDistiller's defaults.
 # Train: tools/dist_train.sh configs/detrdistill/<this file> 16
-_base_ = [
-    '../students/deformable-detr_r18_16xb2-50e_coco.py',
-    '../_base_/distill_runtime.py',
-]
+# the student's config inherits ../_base_/distill_runtime.py
+_base_ = '../students/deformable-detr_r18_16xb2-50e_coco.py'
 custom_imports = dict(imports=['mmdet_detrdistill'], allow_failed_imports=False)
 default_hooks = dict(checkpoint=dict(type='AtomicCheckpointHook'))  # kill-safe saves
 

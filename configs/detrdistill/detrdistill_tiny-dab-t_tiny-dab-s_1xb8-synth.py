@@ -1,9 +1,7 @@
 # DETRDistill on the embedded default (DAB-DETR): tiny teacher -> tiny student.
 #   python tools/run_demo.py --family dab --method detrdistill
-_base_ = [
-    '../embedded/dab-detr_tiny-student_1xb8-synth.py',
-    '../_base_/distill_runtime.py',
-]
+# the student's config inherits ../_base_/distill_runtime.py
+_base_ = '../embedded/dab-detr_tiny-student_1xb8-synth.py'
 custom_imports = dict(imports=['mmdet_detrdistill'], allow_failed_imports=False)
 default_hooks = dict(checkpoint=dict(type='AtomicCheckpointHook'))  # kill-safe saves
 

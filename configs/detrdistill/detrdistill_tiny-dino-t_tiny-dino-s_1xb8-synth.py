@@ -1,10 +1,7 @@
 # DETRDistill on the embedded default with DINO: tiny teacher -> tiny student, generated data.
 # The student keeps mmdet's denoising queries and losses; the query-prior group (the teacher's
 # selected top-k proposals with its content queries) runs isolated from them.
-_base_ = [
-    '../embedded/dino_tiny-student_1xb8-synth.py',
-    '../_base_/distill_runtime.py',
-]
+_base_ = '../embedded/dino_tiny-student_1xb8-synth.py'  # it inherits ../_base_/distill_runtime.py
 custom_imports = dict(imports=['mmdet_detrdistill'], allow_failed_imports=False)
 default_hooks = dict(checkpoint=dict(type='AtomicCheckpointHook'))  # kill-safe saves
 

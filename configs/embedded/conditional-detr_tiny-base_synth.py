@@ -1,7 +1,11 @@
 # Shared settings of the embedded default for Conditional DETR: mmdet's model shrunk to train
 # on 2 CPU cores, on the generated dataset (tools/make_synthetic_coco.py or tools/run_demo.py).
 # Conditional DETR stays 256 wide (mmdet's decoder hard-codes a 256-d sine embedding).
-_base_ = ['mmdet::conditional_detr/conditional-detr_r50_8xb2-50e_coco.py', './synth-coco_data.py']
+_base_ = [
+    'mmdet::conditional_detr/conditional-detr_r50_8xb2-50e_coco.py',
+    './synth-coco_data.py',
+    '../_base_/distill_runtime.py',  # custom_imports and the hooks every run needs
+]
 
 model = dict(
     num_queries=30,

@@ -8,7 +8,11 @@
 #   default draws them from N(0, 1) before the sigmoid, most in the middle of the image;
 # - the image's sine positional encoding at temperature 10000 (mmdet's default, and Conditional
 #   DETR's), the temperature of the anchors' own encoding, instead of DAB-DETR's 20.
-_base_ = ['mmdet::dab_detr/dab-detr_r50_8xb2-50e_coco.py', './synth-coco_data.py']
+_base_ = [
+    'mmdet::dab_detr/dab-detr_r50_8xb2-50e_coco.py',
+    './synth-coco_data.py',
+    '../_base_/distill_runtime.py',  # custom_imports and the hooks every run needs
+]
 
 model = dict(
     num_queries=30,

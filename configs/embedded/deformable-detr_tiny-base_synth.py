@@ -1,7 +1,11 @@
 # Shared settings of the embedded default for Deformable DETR: mmdet's model shrunk to train on
 # 2 CPU cores, on the generated dataset (tools/make_synthetic_coco.py or tools/run_demo.py).
 # Four levels: C3-C5 of the narrow ResNet-18 plus one extra (strides 8-64).
-_base_ = ['mmdet::deformable_detr/deformable-detr_r50_16xb2-50e_coco.py', './synth-coco_data.py']
+_base_ = [
+    'mmdet::deformable_detr/deformable-detr_r50_16xb2-50e_coco.py',
+    './synth-coco_data.py',
+    '../_base_/distill_runtime.py',  # custom_imports and the hooks every run needs
+]
 
 model = dict(
     num_queries=30,

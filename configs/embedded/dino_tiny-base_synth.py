@@ -2,7 +2,11 @@
 # 2 CPU cores, on the generated dataset (tools/make_synthetic_coco.py or tools/run_demo.py).
 # DINO stays 256 wide (mmdet's DINO decoder hard-codes a 256-d sine embedding of its boxes).
 # Four levels: C3-C5 of the narrow ResNet-18 plus one extra (strides 8-64). Dropout 0, as DINO.
-_base_ = ['mmdet::dino/dino-4scale_r50_8xb2-12e_coco.py', './synth-coco_data.py']
+_base_ = [
+    'mmdet::dino/dino-4scale_r50_8xb2-12e_coco.py',
+    './synth-coco_data.py',
+    '../_base_/distill_runtime.py',  # custom_imports and the hooks every run needs
+]
 
 model = dict(
     num_queries=30,

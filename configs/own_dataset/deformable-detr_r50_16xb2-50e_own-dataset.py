@@ -4,7 +4,10 @@
 # Guide: docs/own_dataset.md. Train the teacher:
 #   tools/dist_train.sh configs/own_dataset/deformable-detr_r50_16xb2-50e_own-dataset.py 8
 # (one GPU: python tools/train.py CONFIG --auto-scale-lr, which scales the learning rate.)
-_base_ = 'mmdet::deformable_detr/deformable-detr_r50_16xb2-50e_coco.py'
+_base_ = [
+    'mmdet::deformable_detr/deformable-detr_r50_16xb2-50e_coco.py',
+    '../_base_/distill_runtime.py',  # custom_imports and the hooks every run needs
+]
 
 # ---- your dataset: edit these ----
 # Layout: data_root/annotations/{train,val}.json (COCO format) and data_root/{train,val}/ images.
@@ -43,10 +46,10 @@ test_evaluator = val_evaluator
 # Start from the COCO teacher of mmdet's model zoo (configs/deformable_detr/metafile.yml). Its
 # 80-class classifier does not fit len(classes): mmengine loads every other weight and warns
 # about the classifier's shape, which starts fresh. load_from=None trains from ImageNet instead.
-# Once mmdet_detrdistill is imported (our tools/train.py and tools/dist_train.sh do; so does the
-# custom_imports of the step-2 config, not of this one: train this config with our tools, not
-# mmdet's tools/train.py), URL loads (load_from, init_cfg Pretrained incl. the backbone's
+# Once mmdet_detrdistill is imported (the custom_imports of every config of this folder, under
+# our tools or mmdet's), URL loads (load_from, init_cfg Pretrained incl. the backbone's
 # torchvision://, teacher_ckpt) go through its safe loader (weights_only=True + allow-list).
 # Offline machine: pre-fill the cache on one with network access with
-# `python tools/fetch_checkpoint.py URL` and copy $TORCH_HOME/hub/checkpoints/ over.
+# `python tools/model_converters/fetch_checkpoint.py URL` and copy $TORCH_HOME/hub/checkpoints/
+# over.
 load_from = 'https://download.openmmlab.com/mmdetection/v3.0/deformable_detr/deformable-detr_r50_16xb2-50e_coco/deformable-detr_r50_16xb2-50e_coco_20221029_210934-6bc7d21b.pth'  # noqa: E501

@@ -2,11 +2,10 @@
 # (DETRDistill, its default components and weights). Guide: docs/own_dataset.md.
 #   tools/dist_train.sh configs/own_dataset/<this file> 8
 # Step 3, export the student for plain mmdet:
-#   python tools/export_student.py work_dirs/<this config>/epoch_50.pth student.pth
-_base_ = [
-    './deformable-detr_r18_16xb2-50e_own-dataset.py',
-    '../_base_/distill_runtime.py',
-]
+#   python tools/model_converters/export_student.py work_dirs/<this config>/epoch_50.pth \
+#       student.pth
+# the student's config inherits ../_base_/distill_runtime.py
+_base_ = './deformable-detr_r18_16xb2-50e_own-dataset.py'
 custom_imports = dict(imports=['mmdet_detrdistill'], allow_failed_imports=False)
 default_hooks = dict(checkpoint=dict(type='AtomicCheckpointHook'))  # kill-safe saves
 

@@ -2,7 +2,10 @@
 # ImageNet ResNet-18 backbone, whose C3-C5 have 128, 256 and 512 channels. Trainable alone as the
 # baseline:
 #   tools/dist_train.sh configs/students/deformable-detr_r18_16xb2-50e_coco.py 8
-_base_ = 'mmdet::deformable_detr/deformable-detr_r50_16xb2-50e_coco.py'
+_base_ = [
+    'mmdet::deformable_detr/deformable-detr_r50_16xb2-50e_coco.py',
+    '../_base_/distill_runtime.py',  # custom_imports and the hooks every run needs
+]
 
 model = dict(
     backbone=dict(depth=18, init_cfg=dict(type='Pretrained', checkpoint='torchvision://resnet18')),

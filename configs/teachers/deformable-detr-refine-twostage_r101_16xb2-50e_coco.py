@@ -1,6 +1,9 @@
 # deformable-detr-refine-twostage R101, a teacher (mmdet ships no R101 config):
 # mmdet's R50 config with a ResNet-101 backbone.
-_base_ = 'mmdet::deformable_detr/deformable-detr-refine-twostage_r50_16xb2-50e_coco.py'
+_base_ = [
+    'mmdet::deformable_detr/deformable-detr-refine-twostage_r50_16xb2-50e_coco.py',
+    '../_base_/distill_runtime.py',  # custom_imports and the hooks every run needs
+]
 
 model = dict(
     backbone=dict(depth=101, init_cfg=dict(type='Pretrained', checkpoint='torchvision://resnet101'))

@@ -1,4 +1,8 @@
-"""Small models and batches for tests and demos (no downloads, CPU-sized)."""
+"""Small models and batches for tests and demos (no downloads, CPU-sized).
+
+Also the code that ``tools/`` scripts share: the embedded default's runs (``demo_runs``) and the
+cost-of-distillation measurement (``step_time``), imported from their modules.
+"""
 
 from .config_smoke import smoke_model_cfg, strip_pretrained
 from .synth_runs import REPO_ROOT, free_port, run_tool, synth_train_options

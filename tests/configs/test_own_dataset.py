@@ -36,9 +36,9 @@ ITERS = 2
 
 
 def _load_export_main():
-    """``main`` of tools/export_student.py (the command the guide runs), in this process."""
+    """``main`` of tools/model_converters/export_student.py (the guide's command), here."""
     spec = importlib.util.spec_from_file_location(
-        'export_student', osp.join(REPO_ROOT, 'tools', 'export_student.py')
+        'export_student', osp.join(REPO_ROOT, 'tools', 'model_converters', 'export_student.py')
     )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -68,8 +68,11 @@ def test_template_dataset_is_set_once_and_inherited():
         assert cfg.val_evaluator.ann_file.startswith(teacher.data_root)
     # step 1 starts from mmdet's published COCO teacher; the student does not
     with open(osp.join(TEMPLATES, TEACHER)) as f:
-        base = next(n.value.value for n in ast.parse(f.read()).body if _assigns(n, '_base_'))
-    assert base.startswith('mmdet::') and teacher.load_from == metafile_entry(base)['Weights']
+        bases = next(
+            ast.literal_eval(n.value) for n in ast.parse(f.read()).body if _assigns(n, '_base_')
+        )
+    (base,) = [b for b in bases if b.startswith('mmdet::')]  # and ../_base_/distill_runtime.py
+    assert teacher.load_from == metafile_entry(base)['Weights']
     assert student.load_from is None and distill.load_from is None
     # step 2 distils the step-1 teacher from where tools/train.py writes it
     assert osp.samefile(resolve_config_path(distill.model.teacher), osp.join(TEMPLATES, TEACHER))

@@ -1,13 +1,9 @@
 """tools/analysis_tools/ablate_oddetr.py: variant selection, log parsing, the multi-seed table."""
 
-import os.path as osp
 import statistics
-import sys
 
 import pytest
-
-sys.path.insert(0, osp.join(osp.dirname(__file__), '..', '..', 'tools', 'analysis_tools'))
-from ablate_oddetr import (  # noqa: E402
+from ablate_oddetr import (
     EPOCH_INSTABILITY_RE,
     VARIANTS,
     mean_instability,

@@ -1,15 +1,12 @@
 """benchmark_matching.py (tools/analysis_tools/) compares Hungarian solvers side by side."""
 
-import os.path as osp
 import sys
 
+import benchmark_matching
 import pytest
 import torch
 from mmdet.registry import TASK_UTILS
 from mmdet.utils import register_all_modules
-
-sys.path.insert(0, osp.join(osp.dirname(__file__), '..', '..', 'tools', 'analysis_tools'))
-import benchmark_matching  # noqa: E402
 
 TINY = ['--sizes', '20', '--repeats', '2', '--threads', '2', '--topk', '8']
 

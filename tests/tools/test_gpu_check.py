@@ -1,16 +1,14 @@
-"""tools/analysis_tools/gpu_check.sh: the CPU rehearsal of the GPU check, and its time boxes."""
+"""tools/analysis_tools/gpu_check/: the CPU rehearsal of the GPU check, and its time boxes."""
 
 import json
 import os
-import os.path as osp
 import sys
 import time
 
-from mmdet_detrdistill.testing import REPO_ROOT, run_tool
+import gpu_check
+import gpu_check_units
 
-sys.path.insert(0, osp.join(REPO_ROOT, 'tools', 'analysis_tools'))
-import gpu_check  # noqa: E402
-import gpu_check_units  # noqa: E402
+from mmdet_detrdistill.testing import run_tool
 
 FAMILIES, METHODS = gpu_check_units.FAMILIES, gpu_check_units.METHODS
 # CPU, 128 px, tiny configs, every part and family, each step run once
@@ -40,7 +38,7 @@ def _table(markdown: str, heading: str) -> list:
 
 def test_cpu_rehearsal_writes_every_table_with_numbers(tmp_path):
     out = tmp_path / 'out'
-    args = ['bash', 'tools/analysis_tools/gpu_check.sh', str(out), *REHEARSAL]
+    args = ['bash', 'tools/analysis_tools/gpu_check/gpu_check.sh', str(out), *REHEARSAL]
     # one thread: CPU results that do not depend on how busy the machine is (the resume check
     # compares weights bit for bit; a 2-thread run under load once differed by 4e-6)
     run = run_tool(args, env=dict(os.environ, OMP_NUM_THREADS='1', MKL_NUM_THREADS='1'))

@@ -1,14 +1,12 @@
 """`tools/analysis_tools/reproduce_results.py` runs every command of docs/reports/, in order."""
 
 import os.path as osp
-import sys
 from typing import List
 
 import pytest
+import reproduce_results as rr
 
-ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-sys.path.insert(0, osp.join(ROOT, 'tools', 'analysis_tools'))
-import reproduce_results as rr  # noqa: E402
+from mmdet_detrdistill.testing import REPO_ROOT as ROOT
 
 
 def test_every_step_runs_tools_and_configs_that_exist():

@@ -206,9 +206,9 @@ def test_local_path_is_unchanged(tmp_path):
 
 
 def _fetch_main():
-    """``main`` of tools/fetch_checkpoint.py."""
+    """``main`` of tools/model_converters/fetch_checkpoint.py."""
     spec = importlib.util.spec_from_file_location(
-        'fetch_checkpoint', osp.join(REPO_ROOT, 'tools', 'fetch_checkpoint.py')
+        'fetch_checkpoint', osp.join(REPO_ROOT, 'tools', 'model_converters', 'fetch_checkpoint.py')
     )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -216,7 +216,8 @@ def _fetch_main():
 
 
 def test_fetch_tool_prefills_the_load_from_cache_safely(served, tmp_path, capsys):
-    """tools/fetch_checkpoint.py: a safe file is cached for load_from, a malicious one is not."""
+    """tools/model_converters/fetch_checkpoint.py: a safe file is cached for load_from, a
+    malicious one is not."""
     root, base = served
     torch.save({'state_dict': _model(0).state_dict()}, root / 'zoo.pth')
     marker = tmp_path / 'pwned.txt'

@@ -12,10 +12,11 @@ each seed's) and two matching instabilities averaged over the second half of tra
 OD-DETR's (``epoch_match_instability``, DN-DETR's definition, ``MatchInstabilityHook``) and the
 layer-wise one (``layer_match_instability``, which teacher-guided assignment lowers by
 construction). The table also goes to WORK_DIR/ablation.md and ablation.json; each run to
-WORK_DIR/seedS/VARIANT, one subprocess through ``tools/run_demo.py``'s machinery. Finished runs
-are reused, so seeds or variants can run as parallel processes and a last call with all of
-them only collects. Reuse goes by config, options, seed and schedule, not by code: after a
-change of the defaults (the initial-query box terms, 2026-11-30), give a new --work-dir.
+WORK_DIR/seedS/VARIANT, one subprocess through ``tools/run_demo.py``'s machinery
+(``mmdet_detrdistill.testing.demo_runs``). Finished runs are reused, so seeds or variants can run
+as parallel processes and a last call with all of them only collects. Reuse goes by config,
+options, seed and schedule, not by code: after a change of the defaults (the initial-query box
+terms, 2026-11-30), give a new --work-dir.
 
 Results: docs/reports/2026-11-30_accuracy_cpu.md (*OD-DETR ablation*) and
 docs/reports/2026-11-30_oddetr_init_query_boxes.md (per family, with commands).
@@ -31,11 +32,16 @@ import sys
 from dataclasses import dataclass
 from typing import Dict, List, Optional
 
-ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))  # the repository
-sys.path.insert(0, osp.join(ROOT, 'tools'))  # run_demo
-sys.path.insert(0, osp.join(ROOT, 'tools', 'analysis_tools'))  # benchmark_accuracy
-from benchmark_accuracy import spread  # noqa: E402
-from run_demo import FAMILIES, METHODS, SCALES, Stage, run_stage  # noqa: E402
+from mmdet_detrdistill.datasets import make_synthetic_coco
+from mmdet_detrdistill.testing import REPO_ROOT
+from mmdet_detrdistill.testing.demo_runs import (
+    FAMILIES,
+    METHODS,
+    SCALES,
+    Stage,
+    run_stage,
+    spread,
+)
 
 BOX_CONSTRAINT_CFG = 'configs/oddetr/oddetr_tiny-s-initbox_1xb8-synth.py'
 
@@ -172,10 +178,7 @@ def main() -> None:
     work_dir = args.work_dir or 'work_dirs/ablate_oddetr' + (
         '' if args.family == 'conditional' else f'_{args.family}'
     )
-    os.chdir(ROOT)
-    sys.path.insert(0, ROOT)
-    from mmdet_detrdistill.datasets import make_synthetic_coco
-
+    os.chdir(REPO_ROOT)
     data_root = args.data_root + ('_quick' if args.quick else '')
     make_synthetic_coco(data_root, num_train, num_val, img_size=128, seed=0)
     oddetr_cfg = METHODS['oddetr'][2][args.family]

@@ -5,8 +5,9 @@
         [--variant METHOD LABEL KEY=VALUE [KEY=VALUE ...]] [--quick]
 
 On the generated dataset of the embedded default, for each family: one teacher (seed 0, as in
-``tools/run_demo.py``, whose finished stages are reused), then for every seed the student alone
-and with each method, all on the same schedule. Every run is evaluated with mmdet's CocoMetric
+``tools/run_demo.py``, whose finished stages are reused: both train through
+``mmdet_detrdistill.testing.demo_runs``), then for every seed the student alone and with each
+method, all on the same schedule. Every run is evaluated with mmdet's CocoMetric
 at four points of its schedule; the *short* schedule is the evaluation at half the iterations
 (before the learning-rate step at 80%), the *long* one the end of the run. ``--variant`` adds a
 row: METHOD's config with config options, e.g. ``--variant d3etr top10
@@ -30,12 +31,19 @@ import os
 import os.path as osp
 import re
 import statistics
-import sys
 from typing import Dict, List
 
-ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))  # the repository
-sys.path.insert(0, osp.join(ROOT, 'tools'))  # run_demo
-from run_demo import FAMILIES, METHODS, SCALES, Stage, run_stage  # noqa: E402
+from mmdet_detrdistill.datasets import make_synthetic_coco
+from mmdet_detrdistill.testing import REPO_ROOT
+from mmdet_detrdistill.testing.demo_runs import (
+    FAMILIES,
+    METHODS,
+    SCALES,
+    Stage,
+    coco_metrics,
+    run_stage,
+    spread,
+)
 
 METRICS = ('bbox_mAP', 'bbox_mAP_50', 'bbox_mAP_75', 'bbox_mAP_s', 'bbox_mAP_m', 'bbox_mAP_l')
 NUM_EVALS = 4
@@ -81,7 +89,6 @@ def evaluations(log_file: str, val_interval: int) -> Dict[int, Dict[str, float]]
     (every ``log_interval`` iterations) need not fall on a validation.
     """
     train_re = re.compile(r'Iter\(train\) \[\s*\d+/(\d+)\]')
-    metric_re = re.compile(r'coco/(bbox_mAP\w*): (-?[\d.]+)')
     out: Dict[int, Dict[str, float]] = {}
     max_iters = None
     with open(log_file) as f:
@@ -89,24 +96,11 @@ def evaluations(log_file: str, val_interval: int) -> Dict[int, Dict[str, float]]
             match = train_re.search(line)
             if match:
                 max_iters = int(match.group(1))
-            found = dict(metric_re.findall(line))
+            found = coco_metrics(line)  # OD-DETR's EMA too, as 'ema/bbox_mAP'
             if 'bbox_mAP' in found:
                 at = (len(out) + 1) * val_interval
-                out[at if max_iters is None else min(at, max_iters)] = {
-                    k: float(v) for k, v in found.items()
-                }
+                out[at if max_iters is None else min(at, max_iters)] = found
     return out
-
-
-def spread(values: List[float]) -> str:
-    """'mean ± sample std' in AP points; the mean alone for one seed; n/a when COCO reports
-    -1 (no object of that size) or there is no value."""
-    if not values or any(v < 0 for v in values):
-        return 'n/a'
-    mean = 100 * statistics.mean(values)
-    if len(values) == 1:
-        return f'{mean:.1f}'
-    return f'{mean:.1f} ± {100 * statistics.stdev(values):.1f}'
 
 
 def summary_table(runs: Dict, teachers: Dict, short: int, long: int, seeds: List[int]) -> str:
@@ -162,10 +156,7 @@ def main() -> None:
     args = parse_args()
     num_train, num_val, t_iters, s_iters = SCALES['quick' if args.quick else 'full']
     s_iters = args.iters or s_iters
-    os.chdir(ROOT)
-    sys.path.insert(0, ROOT)
-    from mmdet_detrdistill.datasets import make_synthetic_coco
-
+    os.chdir(REPO_ROOT)
     data_root = args.data_root + ('_quick' if args.quick else '')
     make_synthetic_coco(data_root, num_train, num_val, img_size=128, seed=0)
     interval = max(1, s_iters // NUM_EVALS)

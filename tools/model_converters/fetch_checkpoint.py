@@ -1,6 +1,6 @@
 """Download checkpoint URLs into this package's URL cache, checked by the safe loader.
 
-    python tools/fetch_checkpoint.py URL [URL ...]
+    python tools/model_converters/fetch_checkpoint.py URL [URL ...]
 
 Pre-fills the cache, e.g. on a machine with network access before an offline run: each file
 lands in ``<torch.hub.get_dir()>/checkpoints/<sha256(URL)[:16]>-<file name>`` (under

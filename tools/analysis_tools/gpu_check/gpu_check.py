@@ -1,8 +1,9 @@
 """One prepared check of every family and method on a GPU, time-boxed, as Markdown tables.
 
-    python tools/analysis_tools/gpu_check.py --out DIR [--device cuda|cpu] [--configs real|tiny]
-        [--size 800] [--batch 2] [--iters 10] [--families conditional,dab,deformable,dino]
-        [--parts bench,amp,resume] [--deadline EPOCH | --budget SECONDS] [--build-status TSV]
+    python tools/analysis_tools/gpu_check/gpu_check.py --out DIR [--device cuda|cpu]
+        [--configs real|tiny] [--size 800] [--batch 2] [--iters 10]
+        [--families conditional,dab,deformable,dino] [--parts bench,amp,resume]
+        [--deadline EPOCH | --budget SECONDS] [--build-status TSV]
 
 Usually run by ``gpu_check.sh`` (which builds the stack first). Each unit of work (a part for
 one family; with ``--worker-per part``, for all families, as the CPU rehearsal does to start

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One prepared check of every family and method on one GPU, in a time budget (issue 24).
 #
-#   bash tools/analysis_tools/gpu_check.sh OUT_DIR [--wheels DIR] [--budget SECONDS]
+#   bash tools/analysis_tools/gpu_check/gpu_check.sh OUT_DIR [--wheels DIR] [--budget SECONDS]
 #        [--skip-build] [--device cuda|cpu] [gpu_check.py options: --configs real|tiny,
 #        --size 800, --batch 2, --iters 10, --families ..., --parts bench,amp,resume, --box-* ...]
 #
@@ -18,10 +18,11 @@
 # Output: OUT_DIR/gpu_check.md (the tables), results.json, build.log, units.log.
 #
 # CPU rehearsal (tests/tools/test_gpu_check.py runs it; ~2 min on one core):
-#   bash tools/analysis_tools/gpu_check.sh OUT --skip-build --device cpu --configs tiny \
-#        --size 128 --batch 1 --iters 1 --warmup 0 --probe-steps 1 --amp-steps 1 --worker-per part
+#   bash tools/analysis_tools/gpu_check/gpu_check.sh OUT --skip-build --device cpu \
+#        --configs tiny --size 128 --batch 1 --iters 1 --warmup 0 --probe-steps 1 --amp-steps 1 \
+#        --worker-per part
 set -uo pipefail
-cd "$(dirname "$0")/../.."
+cd "$(dirname "$0")/../../.."
 START=$(date +%s)
 [ $# -ge 1 ] && [ "${1#-}" = "$1" ] || { echo "usage: $0 OUT_DIR [options]" >&2; exit 2; }
 OUT=$1
@@ -132,9 +133,10 @@ if [ "$DEVICE" = cuda ]; then  # Hungarian solvers at 900 queries, CPU vs CUDA (
 fi
 
 # the checks, until 10 s before the budget ends (the tables are written after)
-"$PY" tools/analysis_tools/gpu_check.py --out "$OUT" --device "$DEVICE" \
+HERE=tools/analysis_tools/gpu_check
+"$PY" $HERE/gpu_check.py --out "$OUT" --device "$DEVICE" \
     --deadline $((START + BUDGET - 10)) --build-status "$STATUS" \
-    --command "bash tools/analysis_tools/gpu_check.sh $OUT --device $DEVICE ${PASS[*]:-}" \
+    --command "bash $HERE/gpu_check.sh $OUT --device $DEVICE ${PASS[*]:-}" \
     "${PASS[@]}"
 rc=$?
 echo "gpu_check.sh: $(($(date +%s) - START)) s in all" | tee -a "$LOG"

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Fetch, on a machine with PyPI access, what tools/analysis_tools/gpu_check.sh installs on a
-# GPU machine without network: wheels for CPython 3.12 on x86-64 Linux, and mmcv's sdist.
+# Fetch, on a machine with PyPI access, what tools/analysis_tools/gpu_check/gpu_check.sh installs
+# on a GPU machine without network: wheels for CPython 3.12 on x86-64 Linux, and mmcv's sdist.
 #
-#   bash tools/analysis_tools/gpu_check_fetch.sh [WHEEL_DIR]    # default: work_dirs/gpu_wheels
+#   bash tools/analysis_tools/gpu_check/gpu_check_fetch.sh [WHEEL_DIR]
+#   (default WHEEL_DIR: work_dirs/gpu_wheels)
 #
 # The GPU machine (see the device notes: Python 3.12, torch 2.11+cu130, numpy, scipy, opencv
 # headless, matplotlib, rich, tqdm, six, pyyaml, pillow, ninja already there) lacks the
@@ -10,7 +11,7 @@
 # (--no-deps), so the list below is complete on its own; gpu_check.sh installs it the same way.
 # setuptools<82: mmengine 0.10.7 imports pkg_resources, which setuptools 82 removed.
 set -euo pipefail
-cd "$(dirname "$0")/../.."
+cd "$(dirname "$0")/../../.."
 DIR=${1:-work_dirs/gpu_wheels}
 PY=${PYTHON:-python3}
 mkdir -p "$DIR"

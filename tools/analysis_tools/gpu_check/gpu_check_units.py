@@ -1,18 +1,19 @@
 """The units of work of ``gpu_check.py``, run in a worker process each (see its docstring).
 
-    python tools/analysis_tools/gpu_check_units.py bench|amp|resume --families F[,F] --results FILE
-                                                   [--device cuda] [--configs real|tiny] ...
+    python tools/analysis_tools/gpu_check/gpu_check_units.py bench|amp|resume --families F[,F]
+        --results FILE [--device cuda] [--configs real|tiny] ...
 
 A unit appends one JSON line per finished measurement to ``--results`` as soon as it has it,
 so that what was measured before a time-out or a crash survives; an exception in one method is
 recorded and the next method runs.
 
 * ``bench``: for each method of the family, the step times, matching share and peak memory of
-  ``tools/analysis_tools/benchmark_step_time.py``, measured in this one process (on CUDA the peak is
-  ``torch.cuda.max_memory_allocated`` over the live tensors, as the benchmark's; on the CPU,
-  the rehearsal, the rise of the RSS high-water mark with glibc's default allocator, which
-  counts freed memory the allocator kept too: indicative only, unlike the benchmark's own
-  CPU probes, which run in fresh processes that return every large block to the OS).
+  ``tools/analysis_tools/benchmark_step_time.py`` (``mmdet_detrdistill.testing.step_time``),
+  measured in this one process (on CUDA the peak is ``torch.cuda.max_memory_allocated`` over
+  the live tensors, as the benchmark's; on the CPU, the rehearsal, the rise of the RSS
+  high-water mark with glibc's default allocator, which counts freed memory the allocator kept
+  too: indicative only, unlike the benchmark's own CPU probes, which run in fresh processes
+  that return every large block to the OS).
 * ``amp``: for each method, one training step (after a warm-up one) of the distiller under
   mixed precision, fp16 and bf16: on CUDA the config's ``optim_wrapper`` turned into mmengine's
   ``AmpOptimWrapper`` with that ``dtype`` (loss scaling for fp16), as a user's config would; on
@@ -31,7 +32,6 @@ import glob
 import json
 import logging
 import os.path as osp
-import sys
 import tempfile
 import time
 import traceback
@@ -40,8 +40,7 @@ from typing import Dict, Iterator
 
 import torch
 
-REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-sys.path.insert(0, osp.join(REPO, 'tools', 'analysis_tools'))  # benchmark_step_time
+REPO = osp.dirname(osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 
 METHODS = ('d3etr', 'detrdistill', 'oddetr')
 # family -> method -> config: the real R50 students (R101 teachers; DINO: Swin-L), and the tiny ones
@@ -158,20 +157,20 @@ def recorded(path: str, record: Dict) -> Iterator[Dict]:
 
 def bench(args: argparse.Namespace, config: str, record: Dict) -> None:
     """Fill ``record`` with ``benchmark_step_time``'s measures of ``config``, in this process."""
-    import benchmark_step_time as bst
+    from mmdet_detrdistill.testing.step_time import measure_times, memory_probe, ratios
 
     device = torch.device(args.device)
     opts = SimpleNamespace(
         config=config, size=args.size, batch=args.batch, iters=args.iters, seed=args.seed,
         solver_threads=None, device=args.device,
     )  # fmt: skip
-    times = bst.measure_times(opts, device)
+    times = measure_times(opts, device, args.warmup)
     memory = {}
     for side in ('student', 'distill'):
         opts.memory_probe = side
         # no warm-up of a fresh process: measure_times ran the same code in this one
-        memory[side] = bst.memory_probe(opts, device, warmup=False)
-    record.update(times=times, memory=memory, ratios=bst.ratios(times, memory))
+        memory[side] = memory_probe(opts, device, warmup=False, steps=args.probe_steps)
+    record.update(times=times, memory=memory, ratios=ratios(times, memory))
     record['solver_threads'] = opts.solver_threads_used
 
 
@@ -221,21 +220,21 @@ def packed_batch(model: torch.nn.Module, args: argparse.Namespace) -> Dict:
 def amp(args: argparse.Namespace, config: str, record: Dict, path: str) -> None:
     """``--amp-steps`` ``train_step`` calls of the distiller per dtype (the last one timed: by
     default after one warm-up); one record each."""
-    import benchmark_step_time as bst
+    from mmdet_detrdistill.testing.step_time import build_distiller, synchronize
 
     device = torch.device(args.device)
     torch.manual_seed(args.seed)
-    distiller = bst.build_distiller(config, device)
+    distiller = build_distiller(config, device)
     data = packed_batch(distiller, args)
     for dtype in args.amp_dtypes:
         with recorded(path, dict(record, dtype=dtype)) as rec:
             wrapper = amp_optim_wrapper(config, distiller, dtype, device)
             times, losses = [], {}
             for _ in range(args.amp_steps):
-                bst._sync(device)
+                synchronize(device)
                 start = time.perf_counter()
                 losses = distiller.train_step(data, wrapper)  # preprocess, autocast, update
-                bst._sync(device)
+                synchronize(device)
                 times.append(time.perf_counter() - start)
             loss = torch.as_tensor(losses['loss']).item()  # the sum of every loss term
             scaler = getattr(wrapper, 'loss_scaler', None)
@@ -348,17 +347,16 @@ def run_family(args: argparse.Namespace, family: str) -> None:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    import benchmark_step_time as bst
     from mmdet.utils import register_all_modules
 
-    import mmdet_detrdistill  # noqa: F401
+    from mmdet_detrdistill.testing import step_time
 
     register_all_modules()
     quiet_and_cached_configs()
-    if args.warmup is not None:  # fewer untimed calls (a rehearsal): read at each call
-        bst.WARMUP = args.warmup
-    if args.probe_steps is not None:
-        bst.PROBE_STEPS = args.probe_steps
+    if args.warmup is None:  # a rehearsal gives fewer untimed calls
+        args.warmup = step_time.WARMUP
+    if args.probe_steps is None:
+        args.probe_steps = step_time.PROBE_STEPS
     for family in args.families:
         run_family(args, family)
 

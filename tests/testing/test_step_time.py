@@ -1,0 +1,73 @@
+"""mmdet_detrdistill.testing.step_time: a timed step is a training step, timed fairly."""
+
+import sys
+
+import torch
+
+from mmdet_detrdistill.testing import make_batch, run_tool, step_time
+from mmdet_detrdistill.testing.step_time import build_distiller, optim_wrapper_for, train_step
+
+CONFIG = 'configs/d3etr/d3etr_tiny-t_tiny-s_1xb8-synth.py'
+
+
+def test_a_timed_step_is_a_training_step_with_the_configs_optimizer():
+    """Forward, backward, clipping, AdamW's update and zero_grad, as mmengine's train_step."""
+    distiller = build_distiller(CONFIG, torch.device('cpu'))
+    wrapper = optim_wrapper_for(CONFIG, distiller)
+    assert type(wrapper.optimizer).__name__ == 'AdamW' and wrapper.clip_grad_kwargs
+    batch = make_batch(distiller)
+    before = [p.clone() for p in distiller.student.parameters()]
+    train_step(distiller, batch, wrapper)()
+    params = list(distiller.student.parameters())
+    assert all(p.grad is None for p in params)  # zero_grad after the update
+    assert all(len(wrapper.optimizer.state[p]) > 0 for p in params)  # AdamW state for each
+    assert any(not torch.equal(a, b) for a, b in zip(before, params))
+
+
+FAULTS_PER_STEP = """
+import resource, sys, torch
+from mmdet_detrdistill.testing.step_time import keep_freed_memory
+if sys.argv[1] == 'keep':
+    assert keep_freed_memory()
+x = torch.randn(10 * 2**20)  # 40 MiB: above glibc's largest mmap threshold (32 MiB)
+def step() -> int:
+    start = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    (x * 2 + 1).sum()  # two 40 MiB temporaries, freed at the end
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - start
+print(*[step() for _ in range(8)])
+"""
+
+
+def test_allocator_keep_reuses_freed_memory_without_page_faults():
+    """With ``keep``, later steps reuse the memory earlier ones freed (no page faults); with
+    glibc's defaults every step faults its temporaries in again."""
+    faults = {}
+    for mode in ('keep', 'release'):
+        run = run_tool([sys.executable, '-c', FAULTS_PER_STEP, mode])
+        assert run.returncode == 0, run.stderr[-3000:]
+        faults[mode] = [int(n) for n in run.stdout.split()]
+    # after two warm-ups (as the benchmark's), the six kept steps together fault in less
+    # memory than any one released step (the heap may still grow once, by one temporary)
+    assert min(faults['release'][2:]) > 20000, faults  # two 40 MiB temporaries: 20480 pages
+    assert sum(faults['keep'][2:]) < min(faults['release'][2:]), faults
+
+
+def test_timing_is_interleaved_so_that_load_drift_falls_on_every_side(monkeypatch):
+    """Each round times every side once, in turn: with a load that doubles halfway through
+    the run, the ratio of two sides of equal work stays 1 (timed one side after the other,
+    it would be 2)."""
+    calls, clock = [], [0.0]
+    monkeypatch.setattr(step_time.time, 'perf_counter', lambda: clock[0])
+
+    def side(name):
+        def fn():
+            calls.append(name)
+            clock[0] += 1.0 if len(calls) <= 3 * (step_time.WARMUP + 3) else 2.0
+
+        return fn
+
+    times = step_time.time_interleaved(
+        dict(a=side('a'), b=side('b'), c=side('c')), 6, torch.device('cpu')
+    )
+    assert calls == ['a', 'b', 'c'] * (step_time.WARMUP + 6)
+    assert times['a'] == times['b'] == times['c']
