@@ -6,7 +6,9 @@
 
 For a distiller CONFIG, CHECKPOINT may be a distiller checkpoint or a plain checkpoint of its
 student; the teacher's checkpoint is not read (a distiller loads it only when training
-starts), so it need not exist here. mmdet's own tools/test.py behaves the same.
+starts), so it need not exist here. mmdet's own tools/test.py behaves the same. An OD-DETR
+distiller's EMA model is evaluated after its student (``ema/`` metrics) with
+``--cfg-options test_cfg.type=StudentAndEMATestLoop``.
 """
 
 import argparse

@@ -17,8 +17,13 @@ model = dict(
     student={{_base_.model}},
     # X_ema <- (1 - m_t) X_ema + m_t X,  m_t = (1 - m) exp(-(1 + t) / gamma) + m
     ema=dict(type='ExpMomentumEMA', momentum=1e-3, gamma=100),
-    # student query i <-> GT j by Hungarian on (1 - alpha) C_student + alpha C_teacher(last layer)
-    guided_assignment=dict(type='ODDETRGuidedAssignment', alpha=0.5),
+    # matching distillation, every decoder layer: student and EMA teacher Hungarian-matched to
+    # the GT separately; student query i learns its own GT and its twin's (teacher query i),
+    # classes by a multi-target quality focal loss (beta 2, the head's class-loss weight),
+    # boxes by the head's L1 + GIoU. Defaults: twin_weight=1.0 (the twin's targets weigh as
+    # much as the own), teacher_layer='same'. The blended-cost variant (the default before
+    # 2026-12): --cfg-options model.guided_assignment.type=ODDETRGuidedAssignment
+    guided_assignment=dict(type='ODDETRMatchingDistillation'),
     # the teacher's initial queries in the student decoder, their class scores and boxes
     # constrained to the teacher's (box terms weighted by the teacher's confidence, L1 1, GIoU
     # 0.5: see ODDETRDistiller)
@@ -30,3 +35,6 @@ model = dict(
 
 # the optimizer leaves the frozen EMA teacher out (no warning per teacher parameter)
 optim_wrapper = dict(constructor='StudentOptimWrapperConstructor')
+# every validation evaluates the student (coco/*) and then its EMA teacher (ema/coco/*): both
+# are results; tools/test.py evaluates the student (both: test_cfg.type=StudentAndEMATestLoop)
+val_cfg = dict(type='StudentAndEMAValLoop')

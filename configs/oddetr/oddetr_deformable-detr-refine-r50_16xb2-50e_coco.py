@@ -19,3 +19,6 @@ model = dict(
 
 # the optimizer leaves the frozen EMA teacher out (no warning per teacher parameter)
 optim_wrapper = dict(constructor='StudentOptimWrapperConstructor')
+# every validation evaluates the student (coco/*) and then its EMA teacher (ema/coco/*): both
+# are results; tools/test.py evaluates the student (both: test_cfg.type=StudentAndEMATestLoop)
+val_cfg = dict(type='StudentAndEMAValLoop')

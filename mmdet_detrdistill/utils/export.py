@@ -15,6 +15,7 @@ from .checkpoint import get_raw_state_dict, load_checkpoint_file, save_checkpoin
 from .plain_config import plain_mmdet_config
 
 STUDENT_PREFIX = 'student.'
+EMA_PREFIX = 'ema_teacher.module.'  # OD-DETR's EMA model (ODDETRDistiller.ema_model)
 _META_KEYS = ('epoch', 'iter', 'seed', 'experiment_name', 'time', 'mmengine_version')
 _CONSTANT_NAMES = {'True': True, 'False': False, 'None': None}
 # top-level names that mmengine's Config.fromfile treats specially: '_base_' loads other files,
@@ -290,14 +291,19 @@ def _chmod_as_new_file(filename: str) -> None:
     os.chmod(filename, 0o666 & ~umask)
 
 
+def _prefixed(state: Dict[str, Any], prefix: str) -> Dict[str, torch.Tensor]:
+    """The tensors under ``prefix``, prefix removed, as contiguous CPU clones."""
+    return {
+        k[len(prefix) :]: v.detach().cpu().contiguous().clone()
+        for k, v in state.items()
+        if k.startswith(prefix)
+    }
+
+
 def _student_state_dict(checkpoint: Dict[str, Any], filename: str) -> Dict[str, torch.Tensor]:
     """Keep only ``student.*`` tensors, prefix removed, as contiguous clones."""
     state = get_raw_state_dict(checkpoint, filename)
-    student = {
-        k[len(STUDENT_PREFIX) :]: v.detach().cpu().contiguous().clone()
-        for k, v in state.items()
-        if k.startswith(STUDENT_PREFIX)
-    }
+    student = _prefixed(state, STUDENT_PREFIX)
     if not student:
         prefixes = sorted({k.split('.', 1)[0] for k in state})[:5]
         raise ValueError(
@@ -306,6 +312,31 @@ def _student_state_dict(checkpoint: Dict[str, Any], filename: str) -> Dict[str, 
             'checkpoint can be used with mmdet directly.'
         )
     return student
+
+
+def _ema_state_dict(checkpoint: Dict[str, Any], filename: str) -> Dict[str, torch.Tensor]:
+    """Keep only the EMA model's tensors (``ema_teacher.module.*``), prefix removed.
+
+    Raises:
+        ValueError: There are none (not an OD-DETR checkpoint), or they are not the tensors of
+            the student's architecture (whose config is exported with them).
+    """
+    state = get_raw_state_dict(checkpoint, filename)
+    ema = _prefixed(state, EMA_PREFIX)
+    if not ema:
+        raise ValueError(
+            f'checkpoint {filename!r} holds no EMA weights (no {EMA_PREFIX!r} keys): it is not '
+            'an OD-DETR (ODDETRDistiller) checkpoint. Export its student without --ema '
+            '(ema=False in Python).'
+        )
+    student = {k[len(STUDENT_PREFIX) :] for k in state if k.startswith(STUDENT_PREFIX)}
+    if student and set(ema) != student:
+        odd = sorted(set(ema) ^ student)[:3]
+        raise ValueError(
+            f"checkpoint {filename!r}: the EMA model's tensors are not the student's (e.g. "
+            f'{", ".join(odd)}), so the student config does not describe it; nothing was written'
+        )
+    return ema
 
 
 def student_config_path(out: str) -> str:
@@ -347,8 +378,10 @@ def _check_outputs(checkpoint: str, out: str, config_path: str, force: bool) -> 
         )
 
 
-def export_student(checkpoint: str, out: str, force: bool = False) -> Tuple[str, Optional[str]]:
-    """Export the student of a distiller Runner checkpoint for vanilla mmdet.
+def export_student(
+    checkpoint: str, out: str, force: bool = False, ema: bool = False
+) -> Tuple[str, Optional[str]]:
+    """Export the student (or OD-DETR's EMA model) of a distiller Runner checkpoint for mmdet.
 
     Writes ``{'meta': {...}, 'state_dict': {...}}`` holding only plain python types and tensors,
     so ``torch.load(out, weights_only=True)`` works without this package. If the checkpoint
@@ -364,6 +397,8 @@ def export_student(checkpoint: str, out: str, force: bool = False) -> Tuple[str,
         checkpoint: Path of the distiller checkpoint.
         out: Path of the exported checkpoint (a file, not a directory).
         force: Overwrite ``out`` and ``<out stem>_config.py`` if they exist.
+        ema: Export OD-DETR's EMA model (``ema_teacher.module.*``) instead of the student
+            (``student.*``): the same architecture, so the same config. Defaults to False.
 
     Returns:
         ``(out, config_path)``; ``config_path`` is None if no config could be written.
@@ -372,18 +407,23 @@ def export_student(checkpoint: str, out: str, force: bool = False) -> Tuple[str,
         FileNotFoundError: ``checkpoint`` does not exist.
         IsADirectoryError: ``out`` (or ``<out stem>_config.py``) is a directory.
         FileExistsError: ``out`` or ``<out stem>_config.py`` exists and ``force`` is False.
-        ValueError: It is unreadable/unsafe, holds no student weights, or an output is the input.
+        ValueError: It is unreadable/unsafe, holds no student weights (with ``ema``: no EMA
+            weights, i.e. it is not an OD-DETR checkpoint), or an output is the input.
     """
     checkpoint, out = os.fspath(checkpoint), os.fspath(out)
     config_path = student_config_path(out)
     _check_outputs(checkpoint, out, config_path, force)
     ckpt = load_checkpoint_file(checkpoint)
-    state = _student_state_dict(ckpt, checkpoint)
+    state = (_ema_state_dict if ema else _student_state_dict)(ckpt, checkpoint)
     old_meta = ckpt.get('meta') if isinstance(ckpt.get('meta'), dict) else {}
     meta = {k: to_plain(old_meta[k]) for k in _META_KEYS if k in old_meta}
     if isinstance(old_meta.get('dataset_meta'), dict):
         meta['dataset_meta'] = to_plain(old_meta['dataset_meta'])
-    meta.update(exported_from=checkpoint, exported_by='mmdet_detrdistill.export_student')
+    meta.update(
+        exported_from=checkpoint,
+        exported_by='mmdet_detrdistill.export_student',
+        exported_model='ema' if ema else 'student',
+    )
 
     config_text = None
     if isinstance(old_meta.get('cfg'), str):

@@ -24,6 +24,9 @@ from mmdet_detrdistill.testing import (
 )
 
 NUM_LAYERS, NUM_QUERIES, NUM_PROPOSALS = 2, 10, 30
+#: OD-DETR's assignment that gives the head assigners (the default computes its own losses:
+#: tests/models/test_oddetr_matching_distillation.py)
+BLENDED = dict(type='ODDETRGuidedAssignment', alpha=0.5)
 
 
 def _family_cfg(family):
@@ -177,7 +180,10 @@ def test_a_step_sets_no_attribute_on_the_head(family):
     """Guided assignment (an assigner per layer and image) leaves the student's head as it
     was, also while it assigns: its assigner and every other attribute."""
     torch.manual_seed(0)
-    model = MODELS.build(distiller_cfg(tiny_detr_cfg(family), None, method='ODDETRDistiller'))
+    cfg = distiller_cfg(
+        tiny_detr_cfg(family), None, method='ODDETRDistiller', guided_assignment=BLENDED
+    )
+    model = MODELS.build(cfg)
     model.init_weights()
     model.train()
     head = model.student.bbox_head
@@ -203,9 +209,13 @@ def _record(obj, name, calls):
 
 def test_two_stage_encoder_proposals_never_see_the_guided_assigner():
     torch.manual_seed(0)
-    model = MODELS.build(
-        distiller_cfg(tiny_detr_cfg('deformable-twostage'), None, method='ODDETRDistiller')
+    cfg = distiller_cfg(
+        tiny_detr_cfg('deformable-twostage'),
+        None,
+        method='ODDETRDistiller',
+        guided_assignment=BLENDED,
     )
+    model = MODELS.build(cfg)
     model.init_weights()
     guided, own = [], []
     _record(model.components['guided'].assigner, 'assign', guided)
@@ -231,7 +241,11 @@ def test_img_metas_the_head_sees_hold_no_key_of_ours(method):
     student = tiny_detr_cfg('conditional')
     teacher = tiny_detr_cfg('conditional', num_queries=12)
     only_query_prior = dict(logits_kd=None, feature_kd=None, contrastive=None)
-    kwargs = only_query_prior if method == 'DETRDistillDistiller' else {}
+    # the head's steps: OD-DETR's default computes its own losses (its metas: see
+    # tests/models/test_oddetr_matching_distillation.py)
+    kwargs = (
+        only_query_prior if method == 'DETRDistillDistiller' else dict(guided_assignment=BLENDED)
+    )
     model = MODELS.build(distiller_cfg(student, teacher, method=method, **kwargs))
     model.init_weights()
     seen = []

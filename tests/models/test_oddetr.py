@@ -176,7 +176,11 @@ def test_guided_assignment_without_gt_assigns_nothing():
     assert not result.gt_inds.any()
 
 
-def test_guided_assignment_needs_a_same_sized_teacher():
+GUIDANCES = ['ODDETRMatchingDistillation', 'ODDETRGuidedAssignment']
+
+
+@pytest.mark.parametrize('guidance', GUIDANCES)
+def test_guided_assignment_needs_a_same_sized_teacher(guidance):
     student = tiny_detr_cfg('dab')
     with pytest.raises(ValueError, match='query i'):
         MODELS.build(
@@ -185,7 +189,7 @@ def test_guided_assignment_needs_a_same_sized_teacher():
                 student=student,
                 teacher=tiny_detr_cfg('dab', num_queries=12),
                 allow_untrained_teacher=True,
-                components=dict(guided=dict(type='ODDETRGuidedAssignment')),
+                components=dict(guided=dict(type=guidance)),
             )
         )
 
@@ -334,7 +338,7 @@ def test_two_stage_guidance_is_the_teacher_on_the_students_own_proposals(monkeyp
     model = _two_stage_pair_differing_in_proposal_choice()
     seen = {}
     _spy(monkeypatch, model, 'student_gt_loss', seen, 'student', 'samples', 'teacher')
-    _spy(monkeypatch, model.components['guided'], 'gt_assigners', seen, 'teacher_out')
+    _spy(monkeypatch, model.components['guided'], 'gt_decoder_loss', seen, 'teacher_out')
     model(**make_batch(model), mode='loss')
     student, teacher = seen['student'], seen['teacher']
     guide = seen['teacher_on_student_queries']  # the second teacher pass, by its name
@@ -349,7 +353,8 @@ def test_two_stage_guidance_is_the_teacher_on_the_students_own_proposals(monkeyp
         torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
 
 
-def test_two_stage_guidance_without_the_students_proposals_is_refused():
+@pytest.mark.parametrize('guidance', GUIDANCES)
+def test_two_stage_guidance_without_the_students_proposals_is_refused(guidance):
     """An external teacher decodes its own proposals: guiding a two-stage student with them
     would mix unrelated queries, so the first step stops with what to use instead."""
     model = MODELS.build(
@@ -358,7 +363,7 @@ def test_two_stage_guidance_without_the_students_proposals_is_refused():
             student=tiny_detr_cfg('deformable-twostage'),
             teacher=tiny_detr_cfg('deformable-twostage'),
             allow_untrained_teacher=True,
-            components=dict(guided=dict(type='ODDETRGuidedAssignment')),
+            components=dict(guided=dict(type=guidance)),
         )
     )
     model.init_weights()

@@ -77,3 +77,19 @@ def test_spread_is_mean_and_sample_std_in_points():
 @pytest.mark.parametrize('values', [[0.0, 0.0], [0.031, 0.031, 0.031]])
 def test_equal_seeds_have_zero_spread(values):
     assert spread(values).endswith('± 0.0')
+
+
+def test_coco_metrics_keep_the_students_and_the_emas_apart():
+    """OD-DETR's validation line holds ``coco/*`` then ``ema/coco/*``: neither overwrites the
+    other."""
+    line = (
+        'Iter(val) [1/1]    coco/bbox_mAP: 0.0120  coco/bbox_mAP_50: 0.0400  '
+        'ema/coco/bbox_mAP: 0.0300  ema/coco/bbox_mAP_50: -1.0000  data_time: 0.1'
+    )
+    assert demo_runs.coco_metrics(line) == {
+        'bbox_mAP': 0.012,
+        'bbox_mAP_50': 0.04,
+        'ema/bbox_mAP': 0.03,
+        'ema/bbox_mAP_50': -1.0,
+    }
+    assert demo_runs.coco_metrics('Iter(train) [1/2]  loss: 1.0') == {}

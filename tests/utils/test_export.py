@@ -170,7 +170,7 @@ def test_to_plain():
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, str(REPO / 'tools' / 'export_student.py'), *args],
+        [sys.executable, str(REPO / 'tools' / 'model_converters' / 'export_student.py'), *args],
         capture_output=True,
         text=True,
         timeout=60,

@@ -159,7 +159,7 @@ def test_forced_export_without_config_warns_about_the_earlier_config(tmp_path):
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, str(REPO / 'tools' / 'export_student.py'), *args],
+        [sys.executable, str(REPO / 'tools' / 'model_converters' / 'export_student.py'), *args],
         capture_output=True,
         text=True,
         timeout=120,

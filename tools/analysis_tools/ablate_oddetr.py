@@ -6,8 +6,9 @@
 
 Trains, on the generated dataset and the embedded default's student schedule, the student
 alone and the OD-DETR variants of ``VARIANTS`` (``--variants``, default all: the defaults, EMA
-momentum x10, no EMA warm-up, each component switched off, the initial-query constraint on
-boxes too), once per seed. Prints per variant COCO box AP (mean ± sample std over seeds, and
+momentum x10, no EMA warm-up, each component switched off, the blended-cost assignment and
+the open details of matching distillation, the initial-query constraint on boxes too), once per
+seed. Prints per variant COCO box AP (mean ± sample std over seeds, and
 each seed's) and two matching instabilities averaged over the second half of training:
 OD-DETR's (``epoch_match_instability``, DN-DETR's definition, ``MatchInstabilityHook``) and the
 layer-wise one (``layer_match_instability``, which teacher-guided assignment lowers by
@@ -16,7 +17,7 @@ WORK_DIR/seedS/VARIANT, one subprocess through ``tools/run_demo.py``'s machinery
 (``mmdet_detrdistill.testing.demo_runs``). Finished runs are reused, so seeds or variants can run
 as parallel processes and a last call with all of them only collects. Reuse goes by config,
 options, seed and schedule, not by code: after a change of the defaults (the initial-query box
-terms, 2026-11-30), give a new --work-dir.
+terms, 2026-11-30; matching distillation, 2026-12), give a new --work-dir.
 
 Results: docs/reports/2026-11-30_accuracy_cpu.md (*OD-DETR ablation*) and
 docs/reports/2026-11-30_oddetr_init_query_boxes.md (per family, with commands).
@@ -65,6 +66,24 @@ VARIANTS: Dict[str, Variant] = {
     'defaults': Variant('OD-DETR (defaults)', []),
     'ema-1e-2': Variant('EMA momentum 1e-2', ['model.ema.momentum=0.01']),
     'no-guided': Variant('no teacher-guided assignment', ['model.guided_assignment=None']),
+    # matching distillation (the default since 2026-12; runs of 'defaults' before then are
+    # 'guided-blended') and the details the paper leaves open
+    'guided-blended': Variant(
+        'teacher-guided assignment on a blended cost (alpha 0.5), mmdet losses',
+        ['model.guided_assignment.type=ODDETRGuidedAssignment'],
+    ),
+    'twin-last-layer': Variant(
+        "matching distillation, twins from the teacher's last layer",
+        ['model.guided_assignment.teacher_layer=last'],
+    ),
+    'twin-weight-0.5': Variant(
+        "matching distillation, the twin's targets weighted 0.5",
+        ['model.guided_assignment.twin_weight=0.5'],
+    ),
+    'own-qfl': Variant(
+        'quality focal loss on the own matching only (twin weight 0)',
+        ['model.guided_assignment.twin_weight=0.0'],
+    ),
     'no-init-query': Variant('no initial-query constraint', ['model.init_query=None']),
     'no-aux': Variant('no auxiliary groups', ['model.aux_groups=None']),
     'no-warmup': Variant('EMA without warm-up', ['model.ema.gamma=1']),

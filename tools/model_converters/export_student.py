@@ -1,9 +1,11 @@
-"""Export the student of a distiller checkpoint as a plain MMDetection checkpoint.
+"""Export the student of a distiller checkpoint (or OD-DETR's EMA model) as a plain MMDetection
+checkpoint.
 
 Example::
 
-    python tools/export_student.py work_dirs/distill/iter_10000.pth student.pth
-    python tools/export_student.py work_dirs/distill/iter_10000.pth student.pth --force
+    python tools/model_converters/export_student.py work_dirs/distill/iter_10000.pth student.pth
+    python tools/model_converters/export_student.py RUN/iter_10000.pth student.pth --force
+    python tools/model_converters/export_student.py ODDETR_RUN/epoch_50.pth ema.pth --ema
 
 The config stored in the checkpoint is data: it is parsed, never executed, and the student
 config is written only if it is a plain literal config that reads back as itself.
@@ -42,6 +44,12 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         help='overwrite OUT and <OUT stem>_config.py if they exist (without it, export refuses '
         'and writes nothing)',
     )
+    parser.add_argument(
+        '--ema',
+        action='store_true',
+        help='export OD-DETR\'s EMA model (the "ema_teacher.module." keys) instead of the '
+        'student: same architecture, same config; refused for a checkpoint that has none',
+    )
     return parser.parse_args(argv)
 
 
@@ -55,14 +63,16 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter('always')
-            out, config_path = export_student(args.checkpoint, args.out, force=args.force)
+            out, config_path = export_student(
+                args.checkpoint, args.out, force=args.force, ema=args.ema
+            )
     except EXPECTED_ERRORS as err:
         print(f'error: {err}', file=sys.stderr)
         return 1
     for warning in caught:
         print(f'warning: {warning.message}', file=sys.stderr)
     num_tensors = len(torch.load(out, map_location='cpu', weights_only=True)['state_dict'])
-    print(f'wrote {out} ({num_tensors} student tensors)')
+    print(f'wrote {out} ({num_tensors} {"EMA model" if args.ema else "student"} tensors)')
     if config_path is None:
         print(
             'no student config written (the checkpoint stores no usable plain training config, '

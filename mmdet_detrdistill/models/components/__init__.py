@@ -9,6 +9,7 @@ from .fixed_match_kd import FixedMatchKD
 from .hungarian_logits_kd import HungarianLogitsKD
 from .initial_query_kd import InitialQueryKD
 from .oddetr_guided_assignment import ODDETRGuidedAssignment
+from .oddetr_matching_distillation import ODDETRMatchingDistillation
 from .query_prior_assignment import QueryPriorAssignment
 from .target_aware_feature_kd import TargetAwareFeatureKD
 
@@ -21,6 +22,7 @@ __all__ = [
     'HungarianLogitsKD',
     'InitialQueryKD',
     'ODDETRGuidedAssignment',
+    'ODDETRMatchingDistillation',
     'QueryPriorAssignment',
     'TEACHER_QUERY_GROUP',
     'TargetAwareFeatureKD',

@@ -8,6 +8,7 @@ from mmdet.structures import SampleList
 from torch import Tensor, nn
 
 from ..common import DecoderOutputs, QueryGroup
+from ..dense_heads import DecoderLoss
 from ..task_modules.pairing import PairingRequest, SolvedPairings
 from .config_keys import UNNAMED, ComponentKeys
 
@@ -35,7 +36,8 @@ class DistillComponent(nn.Module):
             ``{prefix}.d{layer}.{loss name}``.
     """
 
-    #: whether :meth:`gt_assigners` changes the student's GT assignment
+    #: whether :meth:`gt_assigners` or :meth:`gt_decoder_loss` changes the student's GT
+    #: assignment
     overrides_gt_assignment = False
     #: the user's config keys of this component, for error messages; set by the distiller
     #: before :meth:`bind` (see :func:`build_components`)
@@ -77,6 +79,23 @@ class DistillComponent(nn.Module):
             teacher_on_student_queries (DecoderOutputs, optional): The teacher's
                 outputs for the student's own queries, given where those are not
                 the teacher's own (OD-DETR on a two-stage student). Defaults to None.
+        """
+        return None
+
+    def gt_decoder_loss(
+        self,
+        teacher_out: Optional[DecoderOutputs],
+        img_metas: List[dict],
+        teacher_on_student_queries: Optional[DecoderOutputs] = None,
+    ) -> Optional[DecoderLoss]:
+        """The student's own ground-truth losses of every decoder layer, computed by the
+        component instead of the head's steps (OD-DETR's matching distillation, where a
+        query learns from several GT boxes), or None to keep the head's.
+
+        The head gives it the decoder queries mmdet's losses see (DINO: the matching
+        queries, not the denoising ones) and the student's assigner of each layer and
+        image (:data:`DecoderLoss`); two-stage encoder proposals keep the head's loss.
+        Arguments as :meth:`gt_assigners`.
         """
         return None
 

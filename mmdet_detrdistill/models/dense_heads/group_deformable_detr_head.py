@@ -9,7 +9,7 @@ from mmdet.registry import MODELS
 from mmdet.utils import InstanceList, OptInstanceList
 from torch import Tensor
 
-from .layer_assigners_mixin import LOSS_NAMES, ImageAssigners, LayerAssignersMixin
+from .layer_assigners_mixin import LOSS_NAMES, DecoderLoss, ImageAssigners, LayerAssignersMixin
 
 
 @MODELS.register_module()
@@ -40,6 +40,7 @@ class GroupDeformableDETRHead(LayerAssignersMixin, DeformableDETRHead):
         batch_img_metas: List[dict],
         batch_gt_instances_ignore: OptInstanceList = None,
         layer_assigners: Optional[Sequence[ImageAssigners]] = None,
+        decoder_loss: Optional[DecoderLoss] = None,
     ) -> Dict[str, Tensor]:
         """mmdet's ``DeformableDETRHead.loss_by_feat`` (copied: it calls ``DETRHead``'s
         without assigners), decoder layer l assigned by ``layer_assigners[l]``.
@@ -55,6 +56,9 @@ class GroupDeformableDETRHead(LayerAssignersMixin, DeformableDETRHead):
             batch_gt_instances_ignore (list, optional): Must be None, as in mmdet.
             layer_assigners (Sequence, optional): Per decoder layer, one assigner per image
                 or None. Defaults to None: the head's everywhere.
+            decoder_loss (DecoderLoss, optional): Computes the decoder layers' losses
+                instead of the head's steps (:meth:`LayerAssignersMixin.loss_by_feat`).
+                Defaults to None.
 
         Returns:
             dict[str, Tensor]: mmdet's keys in mmdet's order, then ``enc_loss_*``.
@@ -66,6 +70,7 @@ class GroupDeformableDETRHead(LayerAssignersMixin, DeformableDETRHead):
             batch_img_metas,
             batch_gt_instances_ignore,
             layer_assigners=layer_assigners,
+            decoder_loss=decoder_loss,
         )
         if enc_cls_scores is not None:
             proposal_gt_instances = copy.deepcopy(batch_gt_instances)

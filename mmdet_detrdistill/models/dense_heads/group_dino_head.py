@@ -7,7 +7,7 @@ from mmdet.registry import MODELS
 from mmdet.utils import InstanceList, OptInstanceList
 from torch import Tensor
 
-from .layer_assigners_mixin import LOSS_NAMES, ImageAssigners, LayerAssignersMixin
+from .layer_assigners_mixin import LOSS_NAMES, DecoderLoss, ImageAssigners, LayerAssignersMixin
 
 
 @MODELS.register_module()
@@ -20,6 +20,8 @@ class GroupDINOHead(LayerAssignersMixin, DINOHead):
 
         loss_by_feat
         ├── matching queries [d:], layer l: assigned by layer_assigners[l]
+        │   (or all layers given to decoder_loss, which gets the matching
+        │   queries only)
         │     -> loss_cls, loss_bbox, loss_iou, d0.loss_cls, ...
         ├── selected encoder proposals: the head's own assigner, GT labels as
         │   they are (DINO's proposals are class-aware)
@@ -52,6 +54,7 @@ class GroupDINOHead(LayerAssignersMixin, DINOHead):
         dn_meta: Optional[Dict[str, int]],
         batch_gt_instances_ignore: OptInstanceList = None,
         layer_assigners: Optional[Sequence[ImageAssigners]] = None,
+        decoder_loss: Optional[DecoderLoss] = None,
     ) -> Dict[str, Tensor]:
         """mmdet's ``DINOHead.loss_by_feat`` (copied: it calls ``DETRHead``'s without
         assigners), matching layer l assigned by ``layer_assigners[l]``.
@@ -70,6 +73,9 @@ class GroupDINOHead(LayerAssignersMixin, DINOHead):
             batch_gt_instances_ignore (list, optional): Must be None, as in mmdet.
             layer_assigners (Sequence, optional): Per decoder layer, one assigner per image
                 or None. Defaults to None: the head's everywhere.
+            decoder_loss (DecoderLoss, optional): Computes the decoder layers' losses
+                instead of the head's steps (:meth:`LayerAssignersMixin.loss_by_feat`).
+                Defaults to None.
 
         Returns:
             dict[str, Tensor]: The losses, mmdet's keys in mmdet's order.
@@ -84,6 +90,7 @@ class GroupDINOHead(LayerAssignersMixin, DINOHead):
             batch_img_metas,
             batch_gt_instances_ignore,
             layer_assigners=layer_assigners,
+            decoder_loss=decoder_loss,
         )
         if enc_cls_scores is not None:
             enc = self.loss_by_feat_single(

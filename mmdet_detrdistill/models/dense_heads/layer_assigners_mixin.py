@@ -15,9 +15,15 @@ image b in layer l; ``loss_by_feat_single(..., assigners)``;
 ``None`` at any step is the head's own ``self.assigner``, so without
 assigners the losses are mmdet's, bit for bit. The bodies are mmdet 3.3's,
 copied: no hook passes an assigner from one step to the next.
+
+``loss_by_feat(..., decoder_loss)`` replaces the per-layer steps altogether
+(OD-DETR's matching distillation, where a query has several targets): the
+decoder queries' logits and boxes, the GT, the metas and the assigners go to
+``decoder_loss``, which returns the losses under mmdet's keys. The heads that
+add encoder or denoising losses (Deformable DETR, DINO) keep computing those.
 """
 
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from mmdet.models.losses import QualityFocalLoss
@@ -32,6 +38,22 @@ LOSS_NAMES = ('loss_cls', 'loss_bbox', 'loss_iou')
 
 #: one assigner per image (None: the head's own)
 ImageAssigners = Optional[Sequence[BaseAssigner]]
+
+#: the GT losses of all decoder layers, computed otherwise than by the head's steps:
+#: (all_layers_cls_scores, all_layers_bbox_preds, batch_gt_instances, batch_img_metas,
+#: layer_assigners) -> mmdet's keys (:func:`decoder_loss_keys`)
+DecoderLoss = Callable[
+    [Tensor, Tensor, InstanceList, List[dict], Sequence[ImageAssigners]], Dict[str, Tensor]
+]
+
+
+def decoder_loss_keys(per_layer: Sequence[Sequence[Tensor]]) -> Dict[str, Tensor]:
+    """Each layer's (loss_cls, loss_bbox, loss_iou) under mmdet's keys, in mmdet's order:
+    ``loss_cls``, ``loss_bbox``, ``loss_iou`` of the last layer, then ``d{l}.loss_*``."""
+    loss_dict = dict(zip(LOSS_NAMES, per_layer[-1]))
+    for layer, values in enumerate(per_layer[:-1]):
+        loss_dict.update({f'd{layer}.{name}': v for name, v in zip(LOSS_NAMES, values)})
+    return loss_dict
 
 
 class LayerAssignersMixin:
@@ -56,6 +78,7 @@ class LayerAssignersMixin:
         batch_img_metas: List[dict],
         batch_gt_instances_ignore: OptInstanceList = None,
         layer_assigners: Optional[Sequence[ImageAssigners]] = None,
+        decoder_loss: Optional[DecoderLoss] = None,
     ) -> Dict[str, Tensor]:
         """mmdet's ``DETRHead.loss_by_feat``, decoder layer l assigned by ``layer_assigners[l]``.
 
@@ -67,6 +90,9 @@ class LayerAssignersMixin:
             batch_gt_instances_ignore (list, optional): Must be None, as in mmdet.
             layer_assigners (Sequence, optional): Per decoder layer, one assigner per image
                 or None (the head's). Defaults to None: the head's everywhere.
+            decoder_loss (DecoderLoss, optional): Computes the losses instead of the
+                head's steps, given the arguments above (``layer_assigners`` one list per
+                layer). Defaults to None: the head's steps.
 
         Returns:
             dict[str, Tensor]: mmdet's keys in mmdet's order: ``loss_cls``, ``loss_bbox``,
@@ -82,16 +108,21 @@ class LayerAssignersMixin:
                 f'{len(layer_assigners)} assigner lists for {num_layers} decoder layers: '
                 'give one per layer'
             )
+        if decoder_loss is not None:
+            return decoder_loss(
+                all_layers_cls_scores,
+                all_layers_bbox_preds,
+                batch_gt_instances,
+                batch_img_metas,
+                layer_assigners,
+            )
         per_layer = [
             self.loss_by_feat_single(cls, box, batch_gt_instances, batch_img_metas, assigners)
             for cls, box, assigners in zip(
                 all_layers_cls_scores, all_layers_bbox_preds, layer_assigners
             )
         ]
-        loss_dict = dict(zip(LOSS_NAMES, per_layer[-1]))
-        for layer, values in enumerate(per_layer[:-1]):
-            loss_dict.update({f'd{layer}.{name}': v for name, v in zip(LOSS_NAMES, values)})
-        return loss_dict
+        return decoder_loss_keys(per_layer)
 
     def loss_by_feat_single(
         self,

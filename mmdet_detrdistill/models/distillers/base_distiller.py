@@ -77,8 +77,10 @@ class DETRDistillerBase(BaseDetector):
                          +--> student_gt_loss(student_out, teacher_out) |
                          |      mmdet's head losses on 'own' only, per  |
                          |      layer; image b assigned by assigners[b] |
-                         |      (a component may give them: OD-DETR's   |
-                         |      guided assignment) -> loss_cls, d0.* ...|
+                         |      (a component may give them, or compute  |
+                         |      the decoder layers' losses itself:      |
+                         |      OD-DETR's matching distillation)        |
+                         |      -> loss_cls, d0.* ...                   |
                          |                                              |
                          +--> solve_pairings(each component's pairings)<+
                          |      each distinct request once: Hungarian   |
@@ -334,9 +336,11 @@ class DETRDistillerBase(BaseDetector):
         head inputs of its family (``loss_by_feat_kwargs``: two-stage proposals,
         ``dn_meta``); the extra groups follow the own group and are left out.
         A component may give the assigner of each image for every decoder layer
-        (OD-DETR's teacher-guided assignment, :meth:`DistillComponent.gt_assigners`);
-        otherwise it is the head's. Encoder proposals and DN queries keep the head's
-        own. The losses, their keys and their order are mmdet's. With
+        (OD-DETR's blended assignment, :meth:`DistillComponent.gt_assigners`);
+        otherwise it is the head's. A component may instead compute the decoder
+        layers' losses itself, given the head's assigners (OD-DETR's matching
+        distillation, :meth:`DistillComponent.gt_decoder_loss`). Encoder proposals
+        and DN queries keep the head's own. The keys and their order are mmdet's. With
         ``log_match_instability``, ``layer_match_instability`` (not a loss) is the
         fraction of GT boxes whose matched query changes between consecutive decoder
         layers (not OD-DETR's instability, which is across epochs:
@@ -354,13 +358,12 @@ class DETRDistillerBase(BaseDetector):
         head = self.student.bbox_head
         metas = [s.metainfo for s in batch_data_samples]
         num_layers, bs = outputs.cls_scores.shape[:2]
-        image_assigners = [head.assigner] * bs
-        for component in self.components.values():
-            override = component.gt_assigners(
-                teacher_out, metas, teacher_on_student_queries=teacher_on_student_queries
-            )
-            if override is not None:
-                image_assigners = override
+        image_assigners, decoder_loss = [head.assigner] * bs, None
+        guides = dict(teacher_out=teacher_out, img_metas=metas)
+        guides.update(teacher_on_student_queries=teacher_on_student_queries)
+        for component in self.components.values():  # at most one overrides (__init__)
+            image_assigners = component.gt_assigners(**guides) or image_assigners
+            decoder_loss = component.gt_decoder_loss(**guides) or decoder_loss
         layer_assigners = [list(image_assigners) for _ in range(num_layers)]
         if self.log_match_instability:
             layer_assigners = [[RecordingAssigner(a) for a in layer] for layer in layer_assigners]
@@ -371,6 +374,7 @@ class DETRDistillerBase(BaseDetector):
             batch_gt_instances=[s.gt_instances for s in batch_data_samples],
             batch_img_metas=metas,
             layer_assigners=layer_assigners,
+            decoder_loss=decoder_loss,
             **head.loss_by_feat_kwargs(outputs.head_inputs),
         )
         if self.log_match_instability:

@@ -13,7 +13,9 @@ from ..components.config_keys import preset_keys, require_dict
 from .base_distiller import DETRDistillerBase
 
 ODDETR_COMPONENTS = dict(
-    guided=dict(type='ODDETRGuidedAssignment', prefix='oddetr.guided'),
+    # the paper's matching distillation; the blended-cost variant (the default before
+    # 2026-12): guided_assignment=dict(type='ODDETRGuidedAssignment', alpha=0.5)
+    guided=dict(type='ODDETRMatchingDistillation', prefix='oddetr.guided'),
     # class scores and boxes, the boxes weighted by the teacher's confidence: see the class
     # docstring
     init_query=dict(type='InitialQueryKD', prefix='oddetr.init_query'),
@@ -36,16 +38,26 @@ class ODDETRDistiller(DETRDistillerBase):
     Unlike an external teacher it is part of ``state_dict()`` (keys
     ``ema_teacher.*``, with its step count), so a resumed run continues with
     the same teacher; it has no gradients, so the optimizer and DDP leave it
-    alone; :func:`export_student` still keeps the student alone.
+    alone. The EMA is also a result in its own right (the paper reports both):
+    :attr:`ema_model` predicts with it, ``StudentAndEMAValLoop`` (the OD-DETR
+    configs' ``val_cfg``) evaluates it after the student at every validation
+    (``ema/coco/bbox_mAP``), and :func:`export_student` exports the student, or
+    with ``ema=True`` the EMA model.
 
     Components (each merged over its defaults; ``None`` switches it off):
 
-    * ``guided_assignment`` (:class:`ODDETRGuidedAssignment`): the
-      student's own queries are assigned on a mix of its and the teacher's
-      match costs, query i with query i. On two-stage Deformable DETR, where
-      each model's queries are its own top-k encoder proposals, the teacher
-      decodes the *student's* proposals for this (:meth:`teacher_on_queries`,
-      one more teacher transformer pass without grad);
+    * ``guided_assignment`` (:class:`ODDETRMatchingDistillation`, the
+      paper's matching distillation): the student and the teacher are each
+      Hungarian-matched to the GT, and student query i learns from its own
+      GT and from the GT its twin (teacher query i) was matched to (class:
+      multi-target quality focal loss; boxes: L1 + GIoU toward both), in
+      every decoder layer. ``dict(type='ODDETRGuidedAssignment', alpha=0.5)``
+      is the blended-cost variant: one matching on a mix of the two models'
+      costs, mmdet's losses. On a two-stage student (Deformable DETR
+      two-stage, DINO), where each model's queries are its own top-k encoder
+      proposals, the teacher decodes the *student's* proposals for either
+      (:meth:`teacher_on_queries`, one more teacher transformer pass without
+      grad);
     * ``init_query`` (:class:`InitialQueryKD`): the teacher's initial
       queries run through the student's decoder, and their predictions are
       constrained to the teacher's, query by query, layer by layer (on
@@ -122,6 +134,16 @@ class ODDETRDistiller(DETRDistillerBase):
         """The EMA of the student, registered as ``ema_teacher``."""
         self.ema_teacher = MODELS.build(self._ema_cfg, default_args=dict(model=self.student))
         return self.ema_teacher.module.eval()
+
+    @property
+    def ema_model(self) -> nn.Module:
+        """The EMA model: a detector of the student's class (``ema_teacher.module``).
+
+        It predicts through its own ``val_step`` / ``test_step`` / ``predict`` (its data
+        preprocessor is a copy of the student's); the distiller's own prediction stays the
+        student's.
+        """
+        return self.ema_teacher.module
 
     def init_weights(self) -> None:
         """Initialise the student, then restart the EMA teacher as its exact copy.

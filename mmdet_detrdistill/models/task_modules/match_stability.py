@@ -1,8 +1,9 @@
 """How often a GT box changes its matched query from one decoder layer to the next.
 
 This *layer-wise* quantity is not OD-DETR's / DN-DETR's matching instability (changes of an
-image's final-layer assignment between epochs, :class:`MatchInstabilityHook`): teacher-guided
-assignment adds the same last-layer teacher cost to every layer, which lowers it by construction.
+image's final-layer assignment between epochs, :class:`MatchInstabilityHook`): OD-DETR's
+blended-cost assignment adds the same last-layer teacher cost to every layer, which lowers it by
+construction.
 """
 
 from typing import List, Tuple
