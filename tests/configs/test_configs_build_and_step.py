@@ -1,11 +1,12 @@
 """Every model config in configs/ builds and runs one training step on CPU."""
 
 import glob
+import inspect
 import os.path as osp
 
 import pytest
 import torch
-from mmdet.registry import MODELS
+from mmdet.registry import MODELS, TASK_UTILS
 
 from mmdet_detrdistill.testing import make_batch, smoke_model_cfg
 
@@ -26,7 +27,43 @@ def test_configs_are_found():
     assert {'d3etr', 'detrdistill', 'teachers', 'students', 'own_dataset', 'embedded'} <= dirs
 
 
+def _tiny(path: str) -> bool:
+    """The configs of the embedded default (tiny models on generated data)."""
+    return path.endswith('-synth.py') or path.endswith('_synth.py')
+
+
+# every config steps in CI (slow); the tiny ones also in the user's test run
+STEP_PARAMS = [
+    pytest.param(p, id=osp.relpath(p, ROOT), marks=() if _tiny(p) else pytest.mark.slow)
+    for p in CONFIGS
+]
+
+
+def _registered(cfg, registry, path: str) -> None:
+    """Every ``type`` in a config dict tree names a class of mmdet's registries."""
+    if isinstance(cfg, dict):
+        name = cfg.get('type')
+        if isinstance(name, str) and '.' not in name:
+            assert registry.get(name) is not None or TASK_UTILS.get(name) is not None, (path, name)
+        for value in cfg.values():
+            _registered(value, registry, path)
+    elif isinstance(cfg, (list, tuple)):
+        for value in cfg:
+            _registered(value, registry, path)
+
+
 @pytest.mark.parametrize('path', CONFIGS, ids=lambda p: osp.relpath(p, ROOT))
+def test_config_resolves(path):
+    """Fast, for every config: it loads, its teacher config resolves, every type is registered,
+    and the distiller accepts its arguments (the build itself runs in the step test)."""
+    cfg = smoke_model_cfg(path)
+    _registered(cfg, MODELS, path)
+    cls = MODELS.get(cfg['type'])
+    args = {k: v for k, v in cfg.items() if k not in ('type', '_scope_')}
+    inspect.signature(cls).bind(**args)
+
+
+@pytest.mark.parametrize('path', STEP_PARAMS)
 def test_config_builds_and_steps(path):
     model = MODELS.build(smoke_model_cfg(path))
     model.init_weights()

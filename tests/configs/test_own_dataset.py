@@ -141,6 +141,7 @@ def _train(config: str) -> str:
         return f.read()
 
 
+@pytest.mark.slow  # fine-tunes a teacher, distils and exports on generated data
 def test_own_dataset_end_to_end(tmp_path, capsys):
     data_root = f'{tmp_path / "data"}/'
     _two_class_dataset(data_root)

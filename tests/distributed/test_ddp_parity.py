@@ -17,6 +17,8 @@ from mmdet_detrdistill.testing import (
     tiny_dino_cfg,
 )
 
+pytestmark = pytest.mark.slow  # spawns two-process DDP groups
+
 WORKER = os.path.join(os.path.dirname(__file__), 'ddp_worker.py')
 # mmdet asserts noise scales > 0; at this one a noisy box is its GT box to the last bit
 NO_NOISE = 1e-30

@@ -3,6 +3,8 @@
 import pytest
 from test_ddp_parity import _run_ddp, _setup  # same folder: pytest puts it on sys.path
 
+pytestmark = pytest.mark.slow  # spawns two-process DDP groups
+
 
 @pytest.mark.parametrize(
     'method, family',

@@ -6,10 +6,13 @@ import subprocess
 import sys
 from types import SimpleNamespace
 
+import pytest
 import torch
 
 from mmdet_detrdistill.engine import RNGStateHook
 from mmdet_detrdistill.testing import free_port
+
+pytestmark = pytest.mark.slow  # spawns two-process DDP groups
 
 WORKER = os.path.join(os.path.dirname(__file__), 'rng_state_worker.py')
 

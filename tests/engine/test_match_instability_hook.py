@@ -134,6 +134,7 @@ def _train(work_dir, data_root: str, with_hook: bool) -> Runner:
     return runner
 
 
+@pytest.mark.slow  # trains with and without the hook
 def test_runner_logs_the_scalar_and_trains_as_without_the_hook(data_root, tmp_path):
     runner = _train(tmp_path / 'hook', data_root, with_hook=True)
     values, _ = runner.message_hub.get_scalar(f'train/{SCALAR_KEY}').data

@@ -4,6 +4,7 @@ tools/train.py: resume never executes stored config text, and is exact."""
 import argparse
 import uuid
 
+import pytest
 import torch
 from mmengine.config import Config, DictAction
 from mmengine.hooks import Hook
@@ -38,6 +39,7 @@ def _train(work_dir, data_root, iters, **cfg_options):
     return recorder.losses
 
 
+@pytest.mark.slow  # trains, then resumes under a plain Runner
 def test_plain_runner_resume_is_exact_and_executes_no_config(tmp_path):
     data_root = tmp_path / 'data'
     make_synthetic_coco(str(data_root), 8, 2, img_size=96, verbose=False)

@@ -11,6 +11,8 @@ from ablate_oddetr import (
     table,
 )
 
+pytestmark = pytest.mark.slow  # trains tiny ablations
+
 
 def _record(ap: float, epoch, layer, minutes: float = 2.0) -> dict:
     metrics = dict(bbox_mAP=ap, bbox_mAP_50=2 * ap, bbox_mAP_75=ap / 2)

@@ -6,6 +6,8 @@ import sys
 import pytest
 from benchmark_accuracy import evaluations, summary_table
 
+pytestmark = pytest.mark.slow  # trains tiny studies
+
 METRICS = ('bbox_mAP', 'bbox_mAP_50', 'bbox_mAP_75', 'bbox_mAP_s', 'bbox_mAP_m', 'bbox_mAP_l')
 
 

@@ -10,6 +10,8 @@ import torch
 from mmdet_detrdistill.testing import run_tool
 from mmdet_detrdistill.testing.step_time import measure_times, ratios
 
+pytestmark = pytest.mark.slow  # times training steps of several configs
+
 CONFIG = 'configs/d3etr/d3etr_tiny-t_tiny-s_1xb8-synth.py'
 SCRIPT = 'tools/analysis_tools/benchmark_step_time.py'
 

@@ -3,8 +3,12 @@
 import os
 import os.path as osp
 
+import pytest
+
 from mmdet_detrdistill.datasets import make_synthetic_coco
 from mmdet_detrdistill.testing import free_port, run_tool, synth_train_options
+
+pytestmark = pytest.mark.slow  # a two-process CPU training
 
 CONFIG = 'configs/d3etr/d3etr_tiny-t_tiny-s_1xb8-synth.py'
 

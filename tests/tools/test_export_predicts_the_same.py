@@ -14,6 +14,8 @@ from mmengine.config import Config
 from mmdet_detrdistill.testing import distiller_cfg, make_batch, tiny_detr_cfg, tiny_dino_cfg
 from mmdet_detrdistill.utils.export import export_student
 
+pytestmark = pytest.mark.slow  # trains a tiny distiller per method before exporting
+
 PLAIN_MMDET = textwrap.dedent(
     """
     import pickle, sys, torch

@@ -7,8 +7,11 @@ import time
 
 import gpu_check
 import gpu_check_units
+import pytest
 
 from mmdet_detrdistill.testing import run_tool
+
+pytestmark = pytest.mark.slow  # rehearses the GPU check on the CPU (every unit)
 
 FAMILIES, METHODS = gpu_check_units.FAMILIES, gpu_check_units.METHODS
 # CPU, 128 px, tiny configs, every part and family, each step run once

@@ -8,6 +8,8 @@ import reproduce_results as rr
 
 from mmdet_detrdistill.testing import REPO_ROOT as ROOT
 
+pytestmark = pytest.mark.slow  # runs reproduction steps
+
 
 def test_every_step_runs_tools_and_configs_that_exist():
     """The step list is the tool's own: each step's tools and configs must exist."""

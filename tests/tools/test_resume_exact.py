@@ -9,6 +9,8 @@ import pytest
 from mmdet_detrdistill.datasets import make_synthetic_coco
 from mmdet_detrdistill.testing import run_tool, synth_train_options
 
+pytestmark = pytest.mark.slow  # trains, kills and resumes tiny runs per method
+
 CONFIGS = {
     'd3etr-conditional': 'configs/d3etr/d3etr_tiny-t_tiny-s_1xb8-synth.py',
     'd3etr-deformable': 'configs/d3etr/d3etr_tiny-deformable-t_tiny-deformable-s_1xb8-synth.py',

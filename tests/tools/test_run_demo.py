@@ -10,6 +10,8 @@ import pytest
 
 from mmdet_detrdistill.testing import REPO_ROOT
 
+pytestmark = pytest.mark.slow  # trains the demo (teacher, baseline, students) per family
+
 # method -> (results row, a loss its log must name)
 METHODS = {
     'd3etr': ('D3ETR student', 'd3etr.fixed.d1.loss_cross_attn'),

@@ -8,6 +8,8 @@ import torch
 from mmdet_detrdistill.datasets import make_synthetic_coco
 from mmdet_detrdistill.testing import run_tool, synth_train_options
 
+pytestmark = pytest.mark.slow  # trains and resumes through tools/train.py
+
 CONFIG = 'configs/d3etr/d3etr_tiny-t_tiny-s_1xb8-synth.py'
 
 
