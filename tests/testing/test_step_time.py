@@ -2,6 +2,7 @@
 
 import sys
 
+import pytest
 import torch
 
 from mmdet_detrdistill.testing import make_batch, run_tool, step_time
@@ -38,6 +39,7 @@ print(*[step() for _ in range(8)])
 """
 
 
+@pytest.mark.slow  # a memory probe in a fresh process
 def test_allocator_keep_reuses_freed_memory_without_page_faults():
     """With ``keep``, later steps reuse the memory earlier ones freed (no page faults); with
     glibc's defaults every step faults its temporaries in again."""

@@ -81,6 +81,7 @@ def test_ema_export_of_a_checkpoint_without_ema_is_a_clear_error(tmp_path):
     assert os.listdir(tmp_path) == ['d3etr.pth']  # nothing written
 
 
+@pytest.mark.slow  # a CLI process; the export it runs is tested in-process above
 def test_cli_ema(tmp_path):
     src = tmp_path / 'iter_10.pth'
     model = _oddetr_checkpoint(src)

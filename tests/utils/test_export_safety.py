@@ -166,6 +166,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow  # several CLI processes; the CLI itself is tested fast in test_export.py
 def test_cli_refuses_to_overwrite_unless_force(tmp_path):
     src = _ckpt(tmp_path / 'distill.pth', _cfg_text())
     out = str(tmp_path / 'student.pth')
