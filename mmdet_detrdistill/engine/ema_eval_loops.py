@@ -69,8 +69,50 @@ def evaluate_ema(
     return {f'{EMA_PREFIX}{key}': value for key, value in metrics.items()}
 
 
+class StudentThenEMAMixin:
+    """The run shared by both loops: the student's pass (mmengine's), then the EMA's.
+
+    ``stage`` (``'val'`` or ``'test'``, set by the loop class) names the hooks, the loss buffer
+    (``val_loss`` / ``test_loss``), the EMA's step and the config key in errors. Comes before
+    mmengine's ``ValLoop`` / ``TestLoop`` in the bases.
+    """
+
+    stage: str
+
+    def __init__(
+        self,
+        runner,
+        dataloader: Union[DataLoader, Dict],
+        evaluator: Union[Evaluator, Dict, List],
+        fp16: bool = False,
+    ) -> None:
+        super().__init__(runner, dataloader, evaluator, fp16)
+        self.ema_model = ema_model_of(runner.model, f'{self.stage}_cfg')
+
+    def run(self) -> dict:
+        """``ValLoop.run`` / ``TestLoop.run`` (copied: neither has a step between evaluating
+        and ``after_{stage}_epoch``), with the EMA's metrics added before that hook."""
+        stage, call_hook = self.stage, self.runner.call_hook
+        call_hook(f'before_{stage}')
+        call_hook(f'before_{stage}_epoch')
+        self.runner.model.eval()
+        losses = getattr(self, f'{stage}_loss')
+        losses.clear()
+        for idx, data_batch in enumerate(self.dataloader):
+            self.run_iter(idx, data_batch)
+        metrics = self.evaluator.evaluate(len(self.dataloader.dataset))
+        if losses:
+            metrics.update(_parse_losses(losses, stage))
+        step = f'{stage}_step'
+        ema = evaluate_ema(self.ema_model, self.dataloader, self.evaluator, step, self.fp16)
+        metrics.update(ema)
+        call_hook(f'after_{stage}_epoch', metrics=metrics)
+        call_hook(f'after_{stage}')
+        return metrics
+
+
 @LOOPS.register_module()
-class StudentAndEMAValLoop(ValLoop):
+class StudentAndEMAValLoop(StudentThenEMAMixin, ValLoop):
     """mmengine's ``ValLoop`` on the model, then the same on its EMA (``ema/`` metrics).
 
     Args:
@@ -80,37 +122,11 @@ class StudentAndEMAValLoop(ValLoop):
         fp16 (bool): Validate under autocast. Defaults to False.
     """
 
-    def __init__(
-        self,
-        runner,
-        dataloader: Union[DataLoader, Dict],
-        evaluator: Union[Evaluator, Dict, List],
-        fp16: bool = False,
-    ) -> None:
-        super().__init__(runner, dataloader, evaluator, fp16)
-        self.ema_model = ema_model_of(runner.model, 'val_cfg')
-
-    def run(self) -> dict:
-        """``ValLoop.run`` (copied: it has no step between evaluating and
-        ``after_val_epoch``), with the EMA's metrics added before ``after_val_epoch``."""
-        self.runner.call_hook('before_val')
-        self.runner.call_hook('before_val_epoch')
-        self.runner.model.eval()
-        self.val_loss.clear()
-        for idx, data_batch in enumerate(self.dataloader):
-            self.run_iter(idx, data_batch)
-        metrics = self.evaluator.evaluate(len(self.dataloader.dataset))
-        if self.val_loss:
-            metrics.update(_parse_losses(self.val_loss, 'val'))
-        ema = evaluate_ema(self.ema_model, self.dataloader, self.evaluator, 'val_step', self.fp16)
-        metrics.update(ema)
-        self.runner.call_hook('after_val_epoch', metrics=metrics)
-        self.runner.call_hook('after_val')
-        return metrics
+    stage = 'val'
 
 
 @LOOPS.register_module()
-class StudentAndEMATestLoop(TestLoop):
+class StudentAndEMATestLoop(StudentThenEMAMixin, TestLoop):
     """mmengine's ``TestLoop`` on the model, then the same on its EMA (``ema/`` metrics).
 
     Args:
@@ -120,30 +136,4 @@ class StudentAndEMATestLoop(TestLoop):
         fp16 (bool): Test under autocast. Defaults to False.
     """
 
-    def __init__(
-        self,
-        runner,
-        dataloader: Union[DataLoader, Dict],
-        evaluator: Union[Evaluator, Dict, List],
-        fp16: bool = False,
-    ) -> None:
-        super().__init__(runner, dataloader, evaluator, fp16)
-        self.ema_model = ema_model_of(runner.model, 'test_cfg')
-
-    def run(self) -> dict:
-        """``TestLoop.run`` (copied, as :meth:`StudentAndEMAValLoop.run`), with the EMA's
-        metrics added before ``after_test_epoch``."""
-        self.runner.call_hook('before_test')
-        self.runner.call_hook('before_test_epoch')
-        self.runner.model.eval()
-        self.test_loss.clear()
-        for idx, data_batch in enumerate(self.dataloader):
-            self.run_iter(idx, data_batch)
-        metrics = self.evaluator.evaluate(len(self.dataloader.dataset))
-        if self.test_loss:
-            metrics.update(_parse_losses(self.test_loss, 'test'))
-        ema = evaluate_ema(self.ema_model, self.dataloader, self.evaluator, 'test_step', self.fp16)
-        metrics.update(ema)
-        self.runner.call_hook('after_test_epoch', metrics=metrics)
-        self.runner.call_hook('after_test')
-        return metrics
+    stage = 'test'

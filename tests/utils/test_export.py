@@ -10,7 +10,8 @@ import pytest
 import torch
 from mmengine.config import Config
 
-from mmdet_detrdistill.utils.export import export_student, parse_config_text, to_plain
+from mmdet_detrdistill.utils.export import export_student, to_plain
+from mmdet_detrdistill.utils.export_config import parse_config_text
 
 REPO = Path(__file__).resolve().parents[2]
 

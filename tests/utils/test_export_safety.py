@@ -17,7 +17,8 @@ import pytest
 import torch
 from mmengine.config import Config
 
-from mmdet_detrdistill.utils.export import export_student, parse_config_text
+from mmdet_detrdistill.utils.export import export_student
+from mmdet_detrdistill.utils.export_config import parse_config_text
 
 REPO = Path(__file__).resolve().parents[2]
 INJECTED_KEY = "x': __import__('os').system('touch PWNED'), 'y"

@@ -6,12 +6,9 @@ strict, safe loader as a local file; a malicious pickle is refused from a URL or
 from a disk; a 404 or an unreachable host is an error naming the URL and the cache path.
 """
 
-import builtins
-import http.server
 import importlib.util
 import os
 import os.path as osp
-import threading
 from pathlib import Path
 
 import pytest
@@ -22,7 +19,7 @@ from mmengine.fileio.backends import BaseStorageBackend
 from mmengine.fileio.io import prefix_to_backends
 from mmengine.registry import DefaultScope
 from mmengine.runner.checkpoint import CheckpointLoader
-from torch import nn
+from url_helpers import OpenPayload, RecordingHandler, small_model
 
 from mmdet_detrdistill.testing import (
     REPO_ROOT,
@@ -34,67 +31,22 @@ from mmdet_detrdistill.utils.checkpoint import UnsafeCheckpointError, load_weigh
 from mmdet_detrdistill.utils.remote_checkpoint import url_cache_path
 
 
-class _Handler(http.server.SimpleHTTPRequestHandler):
-    requests: list = []
-
-    def do_GET(self):  # noqa: N802 - http.server's name
-        _Handler.requests.append(self.path)
-        super().do_GET()
-
-    def log_message(self, *args):  # quiet
-        pass
-
-
-@pytest.fixture
-def served(tmp_path, monkeypatch):
-    """(directory served over http, base URL); TORCH_HOME is a fresh temporary directory."""
-    monkeypatch.setenv('TORCH_HOME', str(tmp_path / 'torch_home'))
-    root = tmp_path / 'www'
-    root.mkdir()
-    _Handler.requests = []
-
-    def handler(*args, **kwargs):
-        return _Handler(*args, directory=str(root), **kwargs)
-
-    server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield root, f'http://127.0.0.1:{server.server_address[1]}'
-    server.shutdown()
-    server.server_close()
-
-
-class _OpenPayload:
-    """Unpickling this creates ``target`` (a stand-in for arbitrary code execution)."""
-
-    def __init__(self, target: str) -> None:
-        self.target = target
-
-    def __reduce__(self):
-        return (builtins.open, (self.target, 'w'))
-
-
-def _model(seed: int) -> nn.Module:
-    torch.manual_seed(seed)
-    return nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
-
-
 def test_url_loads_strictly_from_the_load_from_cache_once(served, tmp_path):
     root, base = served
-    source = _model(0)
+    source = small_model(0)
     torch.save({'state_dict': source.state_dict(), 'meta': {}}, root / 'teacher-0123abcd.pth')
     url = f'{base}/teacher-0123abcd.pth'
 
     # mmengine's load_from fills the cache first; ours finds the file there and does not fetch
     mmengine_ckpt = CheckpointLoader.load_checkpoint(url, map_location='cpu')
-    assert _Handler.requests == ['/teacher-0123abcd.pth']
+    assert RecordingHandler.requests == ['/teacher-0123abcd.pth']
     cache = Path(url_cache_path(url))
     assert cache.parent == tmp_path / 'torch_home' / 'hub' / 'checkpoints' and cache.is_file()
     assert cache.name.endswith('-teacher-0123abcd.pth')
-    target = _model(1)
+    target = small_model(1)
     load_weights_strictly(target, url)
     load_weights_strictly(target, url)
-    assert _Handler.requests == ['/teacher-0123abcd.pth']
+    assert RecordingHandler.requests == ['/teacher-0123abcd.pth']
     for key, value in source.state_dict().items():
         assert torch.equal(target.state_dict()[key], value)
         assert torch.equal(mmengine_ckpt['state_dict'][key], value)
@@ -102,23 +54,23 @@ def test_url_loads_strictly_from_the_load_from_cache_once(served, tmp_path):
 
 def test_url_downloads_when_not_cached(served, tmp_path):
     root, base = served
-    torch.save(_model(0).state_dict(), root / 'w.pth')
-    target = _model(1)
+    torch.save(small_model(0).state_dict(), root / 'w.pth')
+    target = small_model(1)
     load_weights_strictly(target, f'{base}/w.pth')
-    assert _Handler.requests == ['/w.pth']
+    assert RecordingHandler.requests == ['/w.pth']
     assert Path(url_cache_path(f'{base}/w.pth')).is_file()
     assert url_cache_path(f'{base}/w.pth').startswith(str(tmp_path / 'torch_home'))
-    assert torch.equal(target[0].weight, _model(0)[0].weight)
+    assert torch.equal(target[0].weight, small_model(0)[0].weight)
 
 
 def test_malicious_pickle_from_url_is_refused(served, tmp_path):
     root, base = served
     marker = tmp_path / 'pwned.txt'
-    torch.save({'state_dict': {'w': torch.zeros(2)}, 'meta': _OpenPayload(str(marker))},
+    torch.save({'state_dict': {'w': torch.zeros(2)}, 'meta': OpenPayload(str(marker))},
                root / 'evil.pth')  # fmt: skip
     url = f'{base}/evil.pth'
     with pytest.raises(UnsafeCheckpointError) as info:
-        load_weights_strictly(_model(0), url)
+        load_weights_strictly(small_model(0), url)
     msg = str(info.value)
     assert url in msg and url_cache_path(url) in msg and 'NOT unpickled' in msg
     assert not marker.exists()
@@ -130,7 +82,7 @@ def test_404_names_url_and_cache(served):
     _, base = served
     url = f'{base}/missing.pth'
     with pytest.raises(FileNotFoundError) as info:
-        load_weights_strictly(_model(0), url)
+        load_weights_strictly(small_model(0), url)
     msg = str(info.value)
     assert url in msg and url_cache_path(url) in msg and '404' in msg
     assert 'model.teacher_ckpt' in msg and not osp.exists(url_cache_path(url))
@@ -140,7 +92,7 @@ def test_offline_names_url_and_cache(tmp_path, monkeypatch):
     monkeypatch.setenv('TORCH_HOME', str(tmp_path))
     url = f'http://127.0.0.1:{free_port()}/teacher.pth'  # nothing listens there
     with pytest.raises(FileNotFoundError) as info:
-        load_weights_strictly(_model(0), url)
+        load_weights_strictly(small_model(0), url)
     msg = str(info.value)
     assert url in msg and url_cache_path(url) in msg and str(tmp_path) in msg
 
@@ -179,14 +131,14 @@ if 'ddtest' not in prefix_to_backends:
 
 
 def test_storage_backend_path_loads_safely(tmp_path):
-    torch.save(_model(0).state_dict(), tmp_path / 'good.pth')
+    torch.save(small_model(0).state_dict(), tmp_path / 'good.pth')
     marker = tmp_path / 'pwned.txt'
-    torch.save({'meta': _OpenPayload(str(marker))}, tmp_path / 'evil.pth')
+    torch.save({'meta': OpenPayload(str(marker))}, tmp_path / 'evil.pth')
     for name in ('good', 'evil'):
         _BytesBackend.files[f'ddtest://bucket/{name}.pth'] = (tmp_path / f'{name}.pth').read_bytes()
-    target = _model(1)
+    target = small_model(1)
     load_weights_strictly(target, 'ddtest://bucket/good.pth')
-    assert torch.equal(target[2].bias, _model(0)[2].bias)
+    assert torch.equal(target[2].bias, small_model(0)[2].bias)
     with pytest.raises(UnsafeCheckpointError, match='ddtest://bucket/evil.pth'):
         load_weights_strictly(target, 'ddtest://bucket/evil.pth')
     assert not marker.exists()
@@ -194,15 +146,15 @@ def test_storage_backend_path_loads_safely(tmp_path):
 
 def test_unknown_scheme_is_a_clear_error():
     with pytest.raises(FileNotFoundError, match='nosuchscheme://x/t.pth'):
-        load_weights_strictly(_model(0), 'nosuchscheme://x/t.pth')
+        load_weights_strictly(small_model(0), 'nosuchscheme://x/t.pth')
 
 
 def test_local_path_is_unchanged(tmp_path):
     path = tmp_path / 'local.pth'
-    torch.save(_model(0).state_dict(), path)
-    target = _model(1)
+    torch.save(small_model(0).state_dict(), path)
+    target = small_model(1)
     load_weights_strictly(target, os.fspath(path))
-    assert torch.equal(target[0].bias, _model(0)[0].bias)
+    assert torch.equal(target[0].bias, small_model(0)[0].bias)
 
 
 def _fetch_main():
@@ -219,13 +171,13 @@ def test_fetch_tool_prefills_the_load_from_cache_safely(served, tmp_path, capsys
     """tools/model_converters/fetch_checkpoint.py: a safe file is cached for load_from, a
     malicious one is not."""
     root, base = served
-    torch.save({'state_dict': _model(0).state_dict()}, root / 'zoo.pth')
+    torch.save({'state_dict': small_model(0).state_dict()}, root / 'zoo.pth')
     marker = tmp_path / 'pwned.txt'
-    torch.save({'meta': _OpenPayload(str(marker))}, root / 'evil.pth')
+    torch.save({'meta': OpenPayload(str(marker))}, root / 'evil.pth')
     assert _fetch_main()([f'{base}/zoo.pth']) == 0
     assert url_cache_path(f'{base}/zoo.pth') in capsys.readouterr().out
     CheckpointLoader.load_checkpoint(f'{base}/zoo.pth', map_location='cpu')  # load_from
-    assert _Handler.requests == ['/zoo.pth']  # served from the cache
+    assert RecordingHandler.requests == ['/zoo.pth']  # served from the cache
     assert _fetch_main()([f'{base}/evil.pth', f'{base}/missing.pth']) == 1
     err = capsys.readouterr().err
     assert 'NOT unpickled' in err and '404' in err

@@ -7,22 +7,20 @@ leaving nothing behind; a downloaded file that fails to load is removed from the
 0 only); a URL ending in ``/..`` writes nothing outside the cache directory.
 """
 
-import builtins
-import http.server
 import os
 import os.path as osp
 import socket
 import threading
 import time
 from pathlib import Path
-from typing import Callable, Dict, Iterator, List, Tuple
+from typing import Callable, Dict, Iterator, List
 
 import pytest
 import torch
 from mmengine.model import BaseModule
 from mmengine.runner import load_checkpoint
 from mmengine.runner.checkpoint import CheckpointLoader
-from torch import nn
+from url_helpers import RecordingHandler, save_evil, small_model
 
 from mmdet_detrdistill.utils import remote_checkpoint
 from mmdet_detrdistill.utils.checkpoint import UnsafeCheckpointError, read_checkpoint
@@ -37,43 +35,12 @@ from mmdet_detrdistill.utils.url_loader import load_from_http_safely, register_s
 STALL_S = 6.0  # how long a stalled server holds a connection before closing it by itself
 
 
-class _Handler(http.server.SimpleHTTPRequestHandler):
-    requests: List[str] = []
-
-    def do_GET(self):  # noqa: N802 - http.server's name
-        _Handler.requests.append(self.path)
-        super().do_GET()
-
-    def log_message(self, *args):  # quiet
-        pass
-
-
 @pytest.fixture
 def torch_home(tmp_path, monkeypatch) -> Path:
     """A fresh TORCH_HOME under ``tmp_path``."""
     home = tmp_path / 'torch_home'
     monkeypatch.setenv('TORCH_HOME', str(home))
     return home
-
-
-@pytest.fixture
-def served(tmp_path, torch_home) -> Iterator[Tuple[Path, str]]:
-    """(directory served over http on 127.0.0.1, base URL)."""
-    root = tmp_path / 'www'
-    root.mkdir()
-    _Handler.requests = []
-
-    def handler(*args, **kwargs):
-        return _Handler(*args, directory=str(root), **kwargs)
-
-    server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), handler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield root, f'http://127.0.0.1:{server.server_address[1]}'
-    server.shutdown()
-    server.server_close()
-    thread.join(5)
 
 
 def _stall_connection(conn: socket.socket, reply: bytes, hold: bool, stop: threading.Event) -> None:
@@ -135,25 +102,6 @@ def stalled_server() -> Iterator[Callable[..., str]]:
         thread.join(STALL_S)
 
 
-class _OpenPayload:
-    """Unpickling this creates ``target`` (a stand-in for arbitrary code execution)."""
-
-    def __init__(self, target: str) -> None:
-        self.target = target
-
-    def __reduce__(self):
-        return (builtins.open, (self.target, 'w'))
-
-
-def _model(seed: int) -> nn.Module:
-    torch.manual_seed(seed)
-    return nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
-
-
-def _save_evil(path: Path, marker: Path) -> None:
-    torch.save({'state_dict': _model(0).state_dict(), 'meta': _OpenPayload(str(marker))}, path)
-
-
 def _tree(root: Path, skip: str) -> Dict[str, int]:
     """Every path under ``root`` except those under ``skip`` -> file size (-1 for dirs)."""
     found = {}
@@ -176,10 +124,10 @@ def test_url_scheme_is_registered_idempotently():
 def test_mmengine_load_checkpoint_refuses_malicious_url(served, tmp_path):
     root, base = served
     marker = tmp_path / 'pwned.txt'
-    _save_evil(root / 'evil.pth', marker)
+    save_evil(root / 'evil.pth', marker)
     url = f'{base}/evil.pth'
     with pytest.raises(UnsafeCheckpointError, match='NOT unpickled'):
-        load_checkpoint(_model(1), url, map_location='cpu')
+        load_checkpoint(small_model(1), url, map_location='cpu')
     assert not marker.exists()
     with pytest.raises(UnsafeCheckpointError):
         CheckpointLoader.load_checkpoint(url, map_location='cpu')  # what load_from does
@@ -189,19 +137,19 @@ def test_mmengine_load_checkpoint_refuses_malicious_url(served, tmp_path):
 def test_pretrained_init_cfg_url_is_safe(served, tmp_path):
     """``init_cfg=dict(type='Pretrained', checkpoint=URL)``: good files load, evil ones don't."""
     root, base = served
-    torch.save({'state_dict': {'net.' + k: v for k, v in _model(0).state_dict().items()}},
+    torch.save({'state_dict': {'net.' + k: v for k, v in small_model(0).state_dict().items()}},
                root / 'good.pth')  # fmt: skip
     marker = tmp_path / 'pwned.txt'
-    _save_evil(root / 'evil.pth', marker)
+    save_evil(root / 'evil.pth', marker)
 
     class Wrapped(BaseModule):
         def __init__(self, checkpoint: str) -> None:
             super().__init__(init_cfg=dict(type='Pretrained', checkpoint=checkpoint))
-            self.net = _model(1)
+            self.net = small_model(1)
 
     good = Wrapped(f'{base}/good.pth')
     good.init_weights()
-    assert torch.equal(good.net[0].weight, _model(0)[0].weight)
+    assert torch.equal(good.net[0].weight, small_model(0)[0].weight)
     with pytest.raises(UnsafeCheckpointError):
         Wrapped(f'{base}/evil.pth').init_weights()
     assert not marker.exists()
@@ -209,12 +157,12 @@ def test_pretrained_init_cfg_url_is_safe(served, tmp_path):
 
 def test_mmengine_url_load_keeps_map_location(served):
     root, base = served
-    torch.save({'state_dict': _model(0).state_dict()}, root / 'w.pth')
+    torch.save({'state_dict': small_model(0).state_dict()}, root / 'w.pth')
     seen = []
     checkpoint = CheckpointLoader.load_checkpoint(
         f'{base}/w.pth', map_location=lambda storage, loc: seen.append(loc) or storage
     )
-    assert seen and torch.equal(checkpoint['state_dict']['0.bias'], _model(0)[0].bias)
+    assert seen and torch.equal(checkpoint['state_dict']['0.bias'], small_model(0)[0].bias)
 
 
 # -- item 5: cache key, timeouts, removal of bad files, path safety, ranks -----------------
@@ -224,12 +172,12 @@ def test_same_file_name_different_urls_are_different_checkpoints(served):
     root, base = served
     for name, seed in (('a', 0), ('b', 1)):
         (root / name).mkdir()
-        torch.save({'state_dict': _model(seed).state_dict()}, root / name / 'teacher.pth')
+        torch.save({'state_dict': small_model(seed).state_dict()}, root / name / 'teacher.pth')
     first = read_checkpoint(f'{base}/a/teacher.pth')['state_dict']
     second = CheckpointLoader.load_checkpoint(f'{base}/b/teacher.pth', map_location='cpu')
-    assert torch.equal(first['0.weight'], _model(0)[0].weight)
-    assert torch.equal(second['state_dict']['0.weight'], _model(1)[0].weight)
-    assert _Handler.requests == ['/a/teacher.pth', '/b/teacher.pth']
+    assert torch.equal(first['0.weight'], small_model(0)[0].weight)
+    assert torch.equal(second['state_dict']['0.weight'], small_model(1)[0].weight)
+    assert RecordingHandler.requests == ['/a/teacher.pth', '/b/teacher.pth']
 
 
 def test_cache_path_is_keyed_by_the_whole_url(torch_home):
@@ -293,13 +241,13 @@ def test_corrupt_download_is_removed_from_the_cache(served, content):
             read_checkpoint(url)
         assert 'deleted from the cache' in str(info.value) and url in str(info.value)
         assert not osp.exists(url_cache_path(url))
-        assert _Handler.requests == ['/bad.pth'] * attempt
+        assert RecordingHandler.requests == ['/bad.pth'] * attempt
 
 
 @pytest.mark.parametrize('path', ['/..', '/a/..', '/../x', '/%2e%2e', '/..?v=1'])
 def test_dot_dot_url_writes_only_into_the_cache(served, tmp_path, path):
     root, base = served
-    torch.save({'state_dict': _model(0).state_dict()}, root / 'x')
+    torch.save({'state_dict': small_model(0).state_dict()}, root / 'x')
     (root / 'a').mkdir()
     os.makedirs(url_cache_dir())
     before = _tree(tmp_path, url_cache_dir())
@@ -315,7 +263,7 @@ def test_dot_dot_url_writes_only_into_the_cache(served, tmp_path, path):
 def test_only_rank_0_deletes_a_refused_download(served, tmp_path, monkeypatch, kind):
     root, base = served
     if kind == 'unsafe':
-        _save_evil(root / 'bad.pth', tmp_path / 'pwned.txt')
+        save_evil(root / 'bad.pth', tmp_path / 'pwned.txt')
     else:
         (root / 'bad.pth').write_bytes(b'garbage')
     url = f'{base}/bad.pth'
@@ -326,13 +274,13 @@ def test_only_rank_0_deletes_a_refused_download(served, tmp_path, monkeypatch, k
     monkeypatch.setattr(remote_checkpoint, 'get_dist_info', lambda: (0, 2))
     with pytest.raises(ValueError, match='deleted from the cache'):
         read_checkpoint(url)  # found in the cache, refused, deleted
-    assert not osp.exists(url_cache_path(url)) and _Handler.requests == ['/bad.pth']
+    assert not osp.exists(url_cache_path(url)) and RecordingHandler.requests == ['/bad.pth']
     assert not (tmp_path / 'pwned.txt').exists()
 
 
 def test_progress_only_on_a_terminal(served, monkeypatch, capsys):
     root, base = served
-    torch.save({'state_dict': _model(0).state_dict()}, root / 'w.pth')
+    torch.save({'state_dict': small_model(0).state_dict()}, root / 'w.pth')
     read_checkpoint(f'{base}/w.pth')
     assert capsys.readouterr().err == ''
     monkeypatch.setattr('sys.stderr.isatty', lambda: True)

@@ -10,15 +10,12 @@ local loader; an unknown name is a clear error; ``torchvision://resnet50`` resol
 torchvision installed.
 """
 
-import builtins
-import http.server
 import json
 import logging
 import os.path as osp
 import sys
-import threading
 from pathlib import Path
-from typing import Iterator, List, Tuple
+from typing import Iterator, List
 
 import mmengine
 import pytest
@@ -27,18 +24,13 @@ from mmengine.logging import MMLogger
 from mmengine.model import BaseModule
 from mmengine.runner import checkpoint as mmengine_checkpoint
 from mmengine.runner.checkpoint import CheckpointLoader
-from torch import nn
+from url_helpers import save_evil, small_model
 
 from mmdet_detrdistill.utils import url_loader
 from mmdet_detrdistill.utils.checkpoint import UnsafeCheckpointError
 from mmdet_detrdistill.utils.remote_checkpoint import url_cache_path
 
 ZOO_PREFIXES = ('torchvision://', 'modelzoo://', 'open-mmlab://', 'openmmlab://', 'mmcls://')
-
-
-class _Handler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args):  # quiet
-        pass
 
 
 class _ListHandler(logging.Handler):
@@ -60,25 +52,6 @@ def homes(tmp_path, monkeypatch) -> Path:
 
 
 @pytest.fixture
-def served(tmp_path) -> Iterator[Tuple[Path, str]]:
-    """(directory served over http on 127.0.0.1, base URL)."""
-    root = tmp_path / 'www'
-    root.mkdir()
-
-    def handler(*args, **kwargs):
-        return _Handler(*args, directory=str(root), **kwargs)
-
-    server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), handler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield root, f'http://127.0.0.1:{server.server_address[1]}'
-    server.shutdown()
-    server.server_close()
-    thread.join(5)
-
-
-@pytest.fixture
 def logged() -> Iterator[List[logging.LogRecord]]:
     """The records mmengine's current logger emits during the test."""
     records: List[logging.LogRecord] = []
@@ -89,29 +62,9 @@ def logged() -> Iterator[List[logging.LogRecord]]:
     logger.removeHandler(handler)
 
 
-class _OpenPayload:
-    """Unpickling this creates ``target`` (a stand-in for arbitrary code execution)."""
-
-    def __init__(self, target: str) -> None:
-        self.target = target
-
-    def __reduce__(self):
-        return (builtins.open, (self.target, 'w'))
-
-
-def _model(seed: int) -> nn.Module:
-    torch.manual_seed(seed)
-    return nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
-
-
-def _save_evil(path: Path, marker: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({'state_dict': _model(0).state_dict(), 'meta': _OpenPayload(str(marker))}, path)
-
-
 def _save_good(path: Path, prefix: str = '') -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    state = {prefix + k: v for k, v in _model(0).state_dict().items()}
+    state = {prefix + k: v for k, v in small_model(0).state_dict().items()}
     torch.save({'state_dict': state}, path)
 
 
@@ -131,7 +84,7 @@ def test_zoo_schemes_are_registered_idempotently():
 def test_torchvision_scheme_refuses_malicious_file(served, tmp_path, monkeypatch, logged, prefix):
     root, base = served
     marker = tmp_path / 'pwned.txt'
-    _save_evil(root / 'evil.pth', marker)
+    save_evil(root / 'evil.pth', marker)
     url = f'{base}/evil.pth'
     monkeypatch.setattr(mmengine_checkpoint, 'get_torchvision_models', lambda: {'resnet_test': url})
     with pytest.raises(UnsafeCheckpointError, match='NOT unpickled'):
@@ -146,21 +99,21 @@ def test_pretrained_init_cfg_torchvision_is_safe(served, tmp_path, monkeypatch):
     root, base = served
     _save_good(root / 'good.pth', prefix='net.')
     marker = tmp_path / 'pwned.txt'
-    _save_evil(root / 'evil.pth', marker)
+    save_evil(root / 'evil.pth', marker)
     table = {'resnet_test': f'{base}/good.pth', 'resnet_evil': f'{base}/evil.pth'}
     monkeypatch.setattr(mmengine_checkpoint, 'get_torchvision_models', lambda: table)
 
     class Wrapped(BaseModule):
         def __init__(self, checkpoint: str) -> None:
             super().__init__(init_cfg=dict(type='Pretrained', checkpoint=checkpoint))
-            self.net = _model(1)
+            self.net = small_model(1)
 
     with pytest.raises(UnsafeCheckpointError):
         Wrapped('torchvision://resnet_evil').init_weights()
     assert not marker.exists() and not osp.exists(url_cache_path(table['resnet_evil']))
     good = Wrapped('torchvision://resnet_test')
     good.init_weights()
-    assert torch.equal(good.net[0].weight, _model(0)[0].weight)
+    assert torch.equal(good.net[0].weight, small_model(0)[0].weight)
     assert osp.isfile(url_cache_path(table['resnet_test']))  # through the whole-URL cache
 
 
@@ -170,9 +123,9 @@ def test_openmmlab_scheme_is_safe(served, tmp_path, homes, monkeypatch, logged, 
     root, base = served
     marker = tmp_path / 'pwned.txt'
     _save_good(root / 'good.pth')
-    _save_evil(root / 'evil.pth', marker)
+    save_evil(root / 'evil.pth', marker)
     _save_good(homes / 'local' / 'good.pth')
-    _save_evil(homes / 'local' / 'evil.pth', marker)
+    save_evil(homes / 'local' / 'evil.pth', marker)
     table = {
         'x': f'{base}/good.pth',
         'x_evil': f'{base}/evil.pth',
@@ -190,7 +143,7 @@ def test_openmmlab_scheme_is_safe(served, tmp_path, homes, monkeypatch, logged, 
     assert not marker.exists() and not osp.exists(url_cache_path(table['x_evil']))
     for name in ('x', 'local_x', 'old_x'):
         checkpoint = CheckpointLoader.load_checkpoint(f'{prefix}{name}', map_location='cpu')
-        assert torch.equal(checkpoint['state_dict']['0.weight'], _model(0)[0].weight), name
+        assert torch.equal(checkpoint['state_dict']['0.weight'], small_model(0)[0].weight), name
     assert osp.isfile(url_cache_path(table['x']))  # through the whole-URL cache
     assert f'{prefix}old_x is deprecated in favor of {prefix}x' in _messages(
         logged, logging.WARNING
@@ -203,7 +156,7 @@ def test_mmcls_scheme_is_safe(served, tmp_path, monkeypatch):
     root, base = served
     marker = tmp_path / 'pwned.txt'
     _save_good(root / 'good.pth', prefix='backbone.')
-    _save_evil(root / 'evil.pth', marker)
+    save_evil(root / 'evil.pth', marker)
     table = {'y': f'{base}/good.pth', 'y_evil': f'{base}/evil.pth'}
     monkeypatch.setattr(mmengine_checkpoint, 'get_mmcls_models', lambda: table)
 
@@ -217,8 +170,8 @@ def test_mmcls_scheme_is_safe(served, tmp_path, monkeypatch):
     assert seen and osp.isfile(url_cache_path(table['y']))  # through the whole-URL cache
     # reduced to the backbone by mmengine's _process_mmcls_checkpoint
     assert set(checkpoint) == {'state_dict'}
-    assert set(checkpoint['state_dict']) == set(_model(0).state_dict())
-    assert torch.equal(checkpoint['state_dict']['0.weight'], _model(0)[0].weight)
+    assert set(checkpoint['state_dict']) == set(small_model(0).state_dict())
+    assert torch.equal(checkpoint['state_dict']['0.weight'], small_model(0)[0].weight)
 
 
 @pytest.mark.parametrize(
