@@ -59,4 +59,3 @@ class BinaryKLDistillLoss(nn.Module):
         ) - F.binary_cross_entropy_with_logits(teacher_logits, soft_labels, reduction='none')
         avg_factor = max(student_logits.shape[0], 1) if avg_factor is None else avg_factor
         return self.loss_weight * kl.sum() / avg_factor
-

@@ -96,4 +96,3 @@ class ODDETRGuidedAssigner(BaseAssigner):
 
 def _fp32(preds: InstanceData) -> InstanceData:
     return InstanceData(scores=preds.scores.float(), bboxes=preds.bboxes.float())
-

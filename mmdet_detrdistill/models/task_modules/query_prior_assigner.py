@@ -71,4 +71,3 @@ class QueryPriorAssigner(BaseAssigner):
 
     def __repr__(self) -> str:
         return f'{self.__class__.__name__}(assigner={self.assigner.__class__.__name__})'
-
