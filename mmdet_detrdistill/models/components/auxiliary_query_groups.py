@@ -21,7 +21,8 @@ from ..common import (
     pixel_scale,
     pred_instances,
 )
-from .base_component import DistillComponent
+from ..task_modules.pairing import SolvedPairings
+from .base_component import NO_PAIRS, DistillComponent
 from .fixed_match_kd import check_same_query_format
 
 
@@ -146,6 +147,7 @@ class AuxiliaryQueryGroups(DistillComponent):
         student_out: DecoderOutputs,
         teacher_out: DecoderOutputs,
         batch_data_samples: SampleList,
+        pairs: SolvedPairings = NO_PAIRS,
     ) -> Dict[str, Tensor]:
         """Head losses of the auxiliary slots, keys ``{prefix}.d{l}.{loss}``.
 

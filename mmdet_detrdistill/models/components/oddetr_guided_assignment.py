@@ -8,7 +8,8 @@ from torch import Tensor, nn
 
 from ..common import OWN_GROUP, DecoderOutputs, pred_instances
 from ..task_modules import BoundTeacherAssigner, ODDETRGuidedAssigner
-from .base_component import DistillComponent
+from ..task_modules.pairing import SolvedPairings
+from .base_component import NO_PAIRS, DistillComponent
 from .query_twins import check_same_num_queries, queries_are_proposals, teacher_twins
 
 
@@ -75,6 +76,7 @@ class ODDETRGuidedAssignment(DistillComponent):
         student_out: DecoderOutputs,
         teacher_out: DecoderOutputs,
         batch_data_samples: SampleList,
+        pairs: SolvedPairings = NO_PAIRS,
     ) -> Dict[str, Tensor]:
         return {}
 

@@ -12,8 +12,9 @@ from torch import Tensor, nn
 from ..common import OWN_GROUP, DecoderOutputs, pred_instances
 from ..dense_heads import DecoderLoss, ImageAssigners, decoder_loss_keys
 from ..losses import MultiTargetQualityFocalLoss
+from ..task_modules.pairing import SolvedPairings
 from ..task_modules.twin_targets import QueryTargets, twin_query_targets
-from .base_component import DistillComponent
+from .base_component import NO_PAIRS, DistillComponent
 from .query_target_losses import query_target_losses
 from .query_twins import check_same_num_queries, queries_are_proposals, teacher_twins
 
@@ -185,6 +186,7 @@ class ODDETRMatchingDistillation(DistillComponent):
         student_out: DecoderOutputs,
         teacher_out: DecoderOutputs,
         batch_data_samples: SampleList,
+        pairs: SolvedPairings = NO_PAIRS,
     ) -> Dict[str, Tensor]:
         """No loss of its own: it changes the student's GT losses (:meth:`gt_decoder_loss`)."""
         return {}

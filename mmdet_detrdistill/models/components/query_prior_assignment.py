@@ -17,7 +17,8 @@ from ..common import (
 )
 from ..dense_heads import LOSS_NAMES
 from ..task_modules import BoundTeacherAssigner, MixMatcher, QueryPriorAssigner
-from .base_component import DistillComponent
+from ..task_modules.pairing import SolvedPairings
+from .base_component import NO_PAIRS, DistillComponent
 from .fixed_match_kd import check_same_query_format, teacher_query_group
 
 
@@ -75,6 +76,7 @@ class QueryPriorAssignment(DistillComponent):
         student_out: DecoderOutputs,
         teacher_out: DecoderOutputs,
         batch_data_samples: SampleList,
+        pairs: SolvedPairings = NO_PAIRS,
     ) -> Dict[str, Tensor]:
         """Head losses of the group per layer, keys ``{prefix}.d{l}.{loss}``."""
         gt_instances = [s.gt_instances for s in batch_data_samples]

@@ -10,7 +10,8 @@ from mmdet.structures.bbox import bbox_cxcywh_to_xyxy, bbox_overlaps
 from torch import Tensor, nn
 
 from ..common import OWN_GROUP, DecoderOutputs, pixel_scale
-from .base_component import DistillComponent
+from ..task_modules.pairing import SolvedPairings
+from .base_component import NO_PAIRS, DistillComponent
 
 
 @MODELS.register_module()
@@ -68,6 +69,7 @@ class TargetAwareFeatureKD(DistillComponent):
         student_out: DecoderOutputs,
         teacher_out: DecoderOutputs,
         batch_data_samples: SampleList,
+        pairs: SolvedPairings = NO_PAIRS,
     ) -> Dict[str, Tensor]:
         """Masked feature MSE per teacher stage, keys ``{prefix}.d{l}.loss_feat``."""
         t_feats, s_feats = self._paired_levels(teacher_out.feats, student_out.feats)

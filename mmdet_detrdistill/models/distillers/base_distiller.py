@@ -280,8 +280,7 @@ class DETRDistillerBase(BaseDetector):
         for component in self.components.values():
             args = (student_out, teacher_out, batch_data_samples)
             pairs = {r: solved[r] for r in component.pairings()}
-            # a component that pairs nothing takes no pairs
-            component_losses = component.loss(*args, pairs) if pairs else component.loss(*args)
+            component_losses = component.loss(*args, pairs)
             for key, value in component_losses.items():
                 if key in losses:
                     raise KeyError(f'two components write the loss {key!r}: give them prefixes')
