@@ -1,5 +1,11 @@
-"""Dataset utilities: the deterministic synthetic COCO-format dataset."""
+"""Dataset utilities: the deterministic synthetic COCO-format datasets (shapes, clutter)."""
 
-from .synthetic_coco import SYNTH_CLASSES, SYNTH_PALETTE, generate_image, make_synthetic_coco
+from .synthetic_coco import (
+    STYLES,
+    SYNTH_CLASSES,
+    SYNTH_PALETTE,
+    generate_image,
+    make_synthetic_coco,
+)
 
-__all__ = ['SYNTH_CLASSES', 'SYNTH_PALETTE', 'generate_image', 'make_synthetic_coco']
+__all__ = ['STYLES', 'SYNTH_CLASSES', 'SYNTH_PALETTE', 'generate_image', 'make_synthetic_coco']

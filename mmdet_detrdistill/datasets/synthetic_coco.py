@@ -14,9 +14,14 @@ Layout written under ``root``::
     root/annotations/val.json
     root/manifest.json          # generation arguments; written last
 
+With ``style='clutter'`` the scenes are the harder ones of :mod:`.clutter_scene`
+(textured backgrounds, unlabelled distractors, occlusion, a wide scale range),
+same classes and layout.
+
 Example:
     >>> from mmdet_detrdistill.datasets import make_synthetic_coco
     >>> info = make_synthetic_coco('data/synth_coco', 800, 200, img_size=128)
+    >>> hard = make_synthetic_coco('data/synth_clutter', 800, 200, 128, style='clutter')
 """
 
 from __future__ import annotations
@@ -30,7 +35,13 @@ import numpy as np
 
 from .png import encode_png
 
-__all__ = ['SYNTH_CLASSES', 'SYNTH_PALETTE', 'make_synthetic_coco', 'generate_image']
+__all__ = [
+    'SYNTH_CLASSES',
+    'SYNTH_PALETTE',
+    'STYLES',
+    'make_synthetic_coco',
+    'generate_image',
+]
 
 #: Category names; COCO category ids are ``index + 1``.
 SYNTH_CLASSES: tuple[str, ...] = ('rectangle', 'ellipse', 'triangle', 'cross')
@@ -44,6 +55,8 @@ SYNTH_PALETTE: list[tuple[int, int, int]] = [
 #: Bumped whenever the drawing code changes, so stale data gets regenerated.
 GENERATOR_VERSION = 1
 MANIFEST = 'manifest.json'
+#: scene styles: the default shapes, and the cluttered scenes of :mod:`.clutter_scene`
+STYLES = ('shapes', 'clutter')
 _SPLITS = ('train', 'val')
 
 
@@ -185,10 +198,15 @@ def _generate_split(
     os.makedirs(osp.dirname(ann_file), exist_ok=True)
     images, annotations = [], []
     size, split_id = params['img_size'], _SPLITS.index(split)
+    draw = generate_image
+    if params.get('style') == 'clutter':
+        from .clutter_scene import generate_clutter_image  # it builds on this module's shapes
+
+        draw = generate_clutter_image
     step = max(1, num_images // 5)
     for idx in range(num_images):
         rng = np.random.default_rng([params['seed'], split_id, idx])
-        img, objects = generate_image(rng, size, params['min_objects'], params['max_objects'])
+        img, objects = draw(rng, size, params['min_objects'], params['max_objects'])
         file_name = f'{idx + 1:06d}.png'
         with open(osp.join(img_dir, file_name), 'wb') as f:
             f.write(encode_png(img))
@@ -251,10 +269,11 @@ def make_synthetic_coco(
     num_val: int,
     img_size: int,
     seed: int = 0,
-    min_objects: int = 1,
-    max_objects: int = 4,
+    min_objects: int | None = None,
+    max_objects: int | None = None,
     force: bool = False,
     verbose: bool = True,
+    style: str = 'shapes',
 ) -> dict[str, Any]:
     """Generate (or reuse) a synthetic COCO-format detection dataset.
 
@@ -265,10 +284,13 @@ def make_synthetic_coco(
         img_size: Side length of the square images in pixels (>= 32).
         seed: Base seed; image ``i`` of a split is drawn from
             ``np.random.default_rng([seed, split_id, i])``.
-        min_objects: Minimum number of objects attempted per image.
-        max_objects: Maximum number of objects per image.
+        min_objects: Minimum number of objects attempted per image (default 1 for
+            ``shapes``, 2 for ``clutter``).
+        max_objects: Maximum number of objects per image (default 4 for ``shapes``, 8 for
+            ``clutter``).
         force: Regenerate even if a matching manifest exists.
         verbose: Print progress.
+        style: ``'shapes'`` (the default data) or ``'clutter'`` (:mod:`.clutter_scene`).
 
     Returns:
         The manifest: the generation parameters plus ``root``, ``classes``,
@@ -276,6 +298,11 @@ def make_synthetic_coco(
         ``num_images``, ``num_annotations``) and ``regenerated`` (False when
         the existing files were reused).
     """
+    if style not in STYLES:
+        raise ValueError(f'style={style!r}: choose one of {", ".join(STYLES)}')
+    default_range = (1, 4) if style == 'shapes' else (2, 8)
+    min_objects = default_range[0] if min_objects is None else min_objects
+    max_objects = default_range[1] if max_objects is None else max_objects
     if img_size < 32 or not 1 <= min_objects <= max_objects:
         raise ValueError(
             f'bad arguments: img_size={img_size}, objects={min_objects}..{max_objects}'
@@ -290,6 +317,8 @@ def make_synthetic_coco(
         max_objects=int(max_objects),
         classes=list(SYNTH_CLASSES),
     )
+    if style != 'shapes':  # the default data's manifest (and its reuse) stays as it was
+        params['style'] = style
     old = _read_manifest(root)
     if not force and old is not None and old.get('params') == params and _is_complete(root, old):
         if verbose:

@@ -1,8 +1,10 @@
 """OD-DETR's matching instability: a fixed set of training images, re-matched during training."""
 
+import json
+import os.path as osp
 import random
 from contextlib import contextmanager
-from typing import Iterator, List, Optional
+from typing import Dict, Iterator, List, Optional
 
 import numpy as np
 import torch
@@ -17,6 +19,11 @@ from ..models.common import pred_instances
 from ..models.task_modules.match_stability import query_of_each_gt
 
 SCALAR_KEY = 'epoch_match_instability'
+#: the same quantity for the EMA model of a distiller that has one (OD-DETR)
+EMA_SCALAR_KEY = 'ema_epoch_match_instability'
+#: one JSON object per probe, appended in the work_dir: ``{"iter": I, "epoch": E, SCALAR_KEY: V,
+#: EMA_SCALAR_KEY: V}`` (the EMA key only with an EMA model; ``"epoch"`` with ``by_epoch``)
+RECORD_FILE = 'match_instability.jsonl'
 
 
 @contextmanager
@@ -36,6 +43,12 @@ def trained_detector(model: nn.Module) -> nn.Module:
     """The detector being trained: a distiller's ``student``, else the model itself."""
     model = model.module if is_model_wrapper(model) else model
     return getattr(model, 'student', model)
+
+
+def ema_detector(model: nn.Module) -> Optional[nn.Module]:
+    """A distiller's EMA model (``ema_model``, as OD-DETR's), else None."""
+    model = model.module if is_model_wrapper(model) else model
+    return getattr(model, 'ema_model', None)
 
 
 def probe_batches(dataloader: DataLoader, num_images: int, batch_size: int) -> List[dict]:
@@ -112,10 +125,16 @@ class MatchInstabilityHook(Hook):
     reference of the first probe is the model when training starts (after a
     resume: the resumed model).
 
-    The value goes to the message hub (``train/epoch_match_instability``,
-    shown in the following training log lines and in ``vis_data``) and to one
-    log line per probe: ``epoch_match_instability at iter I/N: V`` (``at
-    epoch E/N`` with ``by_epoch``).
+    A distiller with an EMA model (OD-DETR's ``ema_model``) has that model
+    probed too, the same way, as ``ema_epoch_match_instability``: OD-DETR's
+    Fig. 1 compares the student's instability with its EMA teacher's.
+
+    Each probe's values go to the message hub (``train/epoch_match_instability``,
+    ``train/ema_epoch_match_instability``, shown in the following training log
+    lines), to one log line per probe (``epoch_match_instability at iter I/N:
+    V``, ``at epoch E/N`` with ``by_epoch``) and, as one JSON object per probe,
+    to ``WORK_DIR/match_instability.jsonl`` (:data:`RECORD_FILE`: ``iter``,
+    ``epoch``, and the values; what the study tools read).
 
     Args:
         num_images (int): Probe images. Defaults to 32.
@@ -139,14 +158,22 @@ class MatchInstabilityHook(Hook):
         self.num_images, self.interval, self.by_epoch = num_images, interval, by_epoch
         self.batch_size = batch_size
         self._batches: List[dict] = []
-        self._previous: Optional[List[Tensor]] = None
+        self._previous: Dict[str, List[Tensor]] = {}
+
+    def _assignments(self, runner) -> Dict[str, List[Tensor]]:
+        """The probe set's final-layer assignment of the student (and of the EMA model)."""
+        models = {SCALAR_KEY: trained_detector(runner.model)}
+        ema = ema_detector(runner.model)
+        if ema is not None:
+            models[EMA_SCALAR_KEY] = ema
+        return {key: final_layer_assignment(m, self._batches) for key, m in models.items()}
 
     def before_train(self, runner) -> None:
         """Build the probe set and match it once, as the reference of the first probe."""
         if not is_main_process():
             return
         self._batches = probe_batches(runner.train_dataloader, self.num_images, self.batch_size)
-        self._previous = final_layer_assignment(trained_detector(runner.model), self._batches)
+        self._previous = self._assignments(runner)
 
     def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
         if not self.by_epoch and self.every_n_train_iters(runner, self.interval):
@@ -157,17 +184,30 @@ class MatchInstabilityHook(Hook):
             self.probe(runner, f'epoch {runner.epoch + 1}/{runner.max_epochs}')
 
     def probe(self, runner, when: str) -> Optional[float]:
-        """Match the probe set again; log and return the fraction of changed matches."""
+        """Match the probe set again; log, record and return the student's fraction of
+        changed matches."""
         if not is_main_process():
             return None
-        current = final_layer_assignment(trained_detector(runner.model), self._batches)
+        current = self._assignments(runner)
         previous, self._previous = self._previous, current
-        value = changed_fraction(previous, current) if previous is not None else None
-        if value is not None:
-            runner.message_hub.update_scalar(f'train/{SCALAR_KEY}', value)
-            num_gts = sum(len(q) for q in current)
+        values = {
+            key: changed_fraction(previous[key], now)
+            for key, now in current.items()
+            if key in previous
+        }
+        values = {key: v for key, v in values.items() if v is not None}
+        if not values:
+            return None
+        num_gts = sum(len(q) for q in current[SCALAR_KEY])
+        for key, value in values.items():
+            runner.message_hub.update_scalar(f'train/{key}', value)
             runner.logger.info(
-                f'{SCALAR_KEY} at {when}: {value:.4f} '
-                f'({num_gts} GT boxes of {len(current)} probe images)'
+                f'{key} at {when}: {value:.4f} '
+                f'({num_gts} GT boxes of {len(current[SCALAR_KEY])} probe images)'
             )
-        return value
+        record = dict(iter=runner.iter + 1, **values)
+        if self.by_epoch:
+            record['epoch'] = runner.epoch + 1
+        with open(osp.join(runner.work_dir, RECORD_FILE), 'a') as f:
+            f.write(json.dumps(record) + '\n')
+        return values.get(SCALAR_KEY)

@@ -1,18 +1,22 @@
 """OD-DETR ablation on the embedded default: which defaults, and what each part buys.
 
     python tools/analysis_tools/ablate_oddetr.py [--family conditional]
-        [--variants defaults no-init-query ...] [--seeds 0 1 2]
+        [--variants defaults no-init-query ...] [--seeds 0 1 2] [--dataset shapes|clutter]
         [--work-dir work_dirs/ablate_oddetr] [--quick]
 
-Trains, on the generated dataset and the embedded default's student schedule, the student
-alone and the OD-DETR variants of ``VARIANTS`` (``--variants``, default all: the defaults, EMA
-momentum x10, no EMA warm-up, each component switched off, the blended-cost assignment and
-the open details of matching distillation, the initial-query constraint on boxes too), once per
-seed. Prints per variant COCO box AP (mean ± sample std over seeds, and
-each seed's) and two matching instabilities averaged over the second half of training:
-OD-DETR's (``epoch_match_instability``, DN-DETR's definition, ``MatchInstabilityHook``) and the
-layer-wise one (``layer_match_instability``, which teacher-guided assignment lowers by
-construction). The table also goes to WORK_DIR/ablation.md and ablation.json; each run to
+Trains, on a generated dataset (``--dataset``: the default shapes, or the harder cluttered
+scenes of ``mmdet_detrdistill/datasets/clutter_scene.py``) and the embedded default's student
+schedule, the student alone and the OD-DETR variants of ``VARIANTS`` (``--variants``, default
+all: the defaults, EMA momentum x10, no EMA warm-up, each component switched off, the
+blended-cost assignment and the open details of matching distillation, the initial-query
+constraint on boxes too), once per seed. Prints per variant COCO box AP of the student and of
+its EMA model (mean ± sample std over seeds, and each seed's) and matching instabilities
+averaged over the second half of training: OD-DETR's (``epoch_match_instability``, DN-DETR's
+definition, ``MatchInstabilityHook``), of the student and of its EMA model, and the layer-wise
+one (``layer_match_instability``, which teacher-guided assignment lowers by construction).
+Each run's per-probe instabilities (``match_instability.jsonl``) go to ablation.json as
+``instability_series``: ``tools/analysis_tools/plot_instability.py`` plots them (OD-DETR's
+Fig. 1). The table also goes to WORK_DIR/ablation.md and ablation.json; each run to
 WORK_DIR/seedS/VARIANT, one subprocess through ``tools/run_demo.py``'s machinery
 (``mmdet_detrdistill.testing.demo_runs``). Finished runs are reused, so seeds or variants can run
 as parallel processes and a last call with all of them only collects. Reuse goes by config,
@@ -34,6 +38,11 @@ from dataclasses import dataclass
 from typing import Dict, List, Optional
 
 from mmdet_detrdistill.datasets import make_synthetic_coco
+from mmdet_detrdistill.engine.match_instability_hook import (
+    EMA_SCALAR_KEY,
+    RECORD_FILE,
+    SCALAR_KEY,
+)
 from mmdet_detrdistill.testing import REPO_ROOT
 from mmdet_detrdistill.testing.demo_runs import (
     FAMILIES,
@@ -101,6 +110,8 @@ VARIANTS: Dict[str, Variant] = {
     ),
 }
 METRICS = ('bbox_mAP', 'bbox_mAP_50', 'bbox_mAP_75')
+#: --dataset -> (default data root, make_synthetic_coco style)
+DATASETS = {'shapes': ('data/synth_coco', 'shapes'), 'clutter': ('data/synth_clutter', 'clutter')}
 
 
 def parse_args() -> argparse.Namespace:
@@ -116,7 +127,13 @@ def parse_args() -> argparse.Namespace:
         '--seeds', '--seed', nargs='+', type=int, default=[0], help='training seeds (default 0)'
     )
     parser.add_argument('--work-dir', help='default: work_dirs/ablate_oddetr[_FAMILY]')
-    parser.add_argument('--data-root', default='data/synth_coco', help='generated dataset')
+    parser.add_argument(
+        '--dataset',
+        choices=sorted(DATASETS),
+        default='shapes',
+        help='generated scenes: the default shapes, or the harder cluttered ones',
+    )
+    parser.add_argument('--data-root', help='where the dataset goes (default: per --dataset)')
     parser.add_argument('--quick', action='store_true', help='smoke run: tiny data and schedule')
     return parser.parse_args()
 
@@ -139,18 +156,33 @@ LAYER_INSTABILITY_RE = re.compile(
     # `match_instability` in logs written before its rename
     r'Iter\(train\) \[\s*(\d+)/(\d+)\].*(?<!\w)(?:layer_)?match_instability: ([\d.]+)'
 )
-EPOCH_INSTABILITY_RE = re.compile(r'epoch_match_instability at iter (\d+)/(\d+): ([\d.]+)')
 
 
-def mean_instability(log_file: str, pattern: re.Pattern = LAYER_INSTABILITY_RE) -> Optional[float]:
-    """Mean of the values ``pattern`` finds in the second half of training (default: the
-    layer-wise ``layer_match_instability`` of the training log lines)."""
+def mean_instability(log_file: str) -> Optional[float]:
+    """Mean of the layer-wise ``layer_match_instability`` of the training log lines in the
+    second half of training (a training-loss term: logged, not recorded elsewhere)."""
     values = []
     with open(log_file) as f:
         for line in f:
-            match = pattern.search(line)
+            match = LAYER_INSTABILITY_RE.search(line)
             if match and int(match.group(1)) * 2 > int(match.group(2)):
                 values.append(float(match.group(3)))
+    return sum(values) / len(values) if values else None
+
+
+def instability_series(stage_dir: str) -> List[Dict]:
+    """The run's probes from ``MatchInstabilityHook``'s record: ``[{iter, SCALAR_KEY,
+    EMA_SCALAR_KEY?}, ...]`` (empty when the run has none)."""
+    path = osp.join(stage_dir, RECORD_FILE)
+    if not osp.isfile(path):
+        return []
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def second_half_mean(series: List[Dict], key: str, iters: int) -> Optional[float]:
+    """Mean of ``key`` over the probes in the second half of ``iters`` iterations."""
+    values = [r[key] for r in series if key in r and r['iter'] * 2 > iters]
     return sum(values) / len(values) if values else None
 
 
@@ -169,20 +201,23 @@ def table(records: Dict[str, Dict[int, Dict]]) -> str:
             ``epoch_match_instability``, ``layer_match_instability``).
     """
     out = [
-        '| variant | seeds | AP | AP50 | AP75 | AP per seed | '
-        'match instability, OD-DETR (2nd half mean) | layer-wise (2nd half mean) | train time |',
-        '|---|---|---|---|---|---|---|---|---|',
+        '| variant | seeds | AP | AP50 | AP75 | AP per seed | EMA model AP | '
+        'match instability, OD-DETR (2nd half mean) | its EMA model | '
+        'layer-wise (2nd half mean) | train time |',
+        '|---|---|---|---|---|---|---|---|---|---|---|',
     ]
     for key, by_seed in records.items():
         recs = [by_seed[s] for s in sorted(by_seed)]
         aps = ' | '.join(spread([r['metrics'][m] for r in recs]) for m in METRICS)
         per_seed = ' / '.join(f'{100 * r["metrics"]["bbox_mAP"]:.1f}' for r in recs)
-        epoch = _mean_or_na([r.get('epoch_match_instability') for r in recs])
+        ema_ap = spread([r['metrics'].get('ema/bbox_mAP', -1) for r in recs])
+        epoch = _mean_or_na([r.get(SCALAR_KEY) for r in recs])
+        ema_epoch = _mean_or_na([r.get(EMA_SCALAR_KEY) for r in recs])
         layer = _mean_or_na([r.get('layer_match_instability') for r in recs])
         minutes = statistics.mean(r['train_time_s'] for r in recs) / 60
         out.append(
-            f'| {VARIANTS[key].name} | {len(recs)} | {aps} | {per_seed} | {epoch} | {layer} | '
-            f'{minutes:.1f} min |'
+            f'| {VARIANTS[key].name} | {len(recs)} | {aps} | {per_seed} | {ema_ap} | {epoch} | '
+            f'{ema_epoch} | {layer} | {minutes:.1f} min |'
         )
     return '\n'.join(out)
 
@@ -196,10 +231,11 @@ def main() -> None:
     num_train, num_val, _, s_iters = SCALES['quick' if args.quick else 'full']
     work_dir = args.work_dir or 'work_dirs/ablate_oddetr' + (
         '' if args.family == 'conditional' else f'_{args.family}'
-    )
+    ) + ('' if args.dataset == 'shapes' else f'_{args.dataset}')
     os.chdir(REPO_ROOT)
-    data_root = args.data_root + ('_quick' if args.quick else '')
-    make_synthetic_coco(data_root, num_train, num_val, img_size=128, seed=0)
+    default_root, style = DATASETS[args.dataset]
+    data_root = (args.data_root or default_root) + ('_quick' if args.quick else '')
+    make_synthetic_coco(data_root, num_train, num_val, img_size=128, seed=0, style=style)
     oddetr_cfg = METHODS['oddetr'][2][args.family]
     records: Dict[str, Dict[int, Dict]] = {k: {} for k in keys}
     for seed in args.seeds:
@@ -208,19 +244,22 @@ def main() -> None:
             variant = VARIANTS[key]
             stage = Stage(key, variant.config or oddetr_cfg, s_iters, variant.options)
             rec = run_stage(stage, seed_dir, seed, data_root)
-            log = osp.join(seed_dir, f'{key}.log')
+            series = instability_series(osp.join(seed_dir, key))
             records[key][seed] = dict(
                 rec,
-                epoch_match_instability=mean_instability(log, EPOCH_INSTABILITY_RE),
-                layer_match_instability=mean_instability(log),
+                instability_series=series,
+                layer_match_instability=mean_instability(osp.join(seed_dir, f'{key}.log')),
+                **{k: second_half_mean(series, k, s_iters) for k in (SCALAR_KEY, EMA_SCALAR_KEY)},
             )
     seeds = ' '.join(map(str, args.seeds))
     note = (
-        f'OD-DETR ablation, {args.family} family: generated data `{data_root}` ({num_train} '
-        f'train / {num_val} val images), {s_iters} iterations, seeds {seeds}; COCO box AP (%), '
+        f'OD-DETR ablation, {args.family} family: generated {args.dataset} data `{data_root}` '
+        f'({num_train} train / {num_val} val images), {s_iters} iterations, seeds {seeds}; '
+        'COCO box AP (%), '
         'mean ± sample std over seeds. Match instability, OD-DETR: fraction of the GT boxes of '
         'fixed training images whose final-layer matched query changed since the previous probe '
-        '(MatchInstabilityHook, as configured); layer-wise: between consecutive decoder layers.'
+        '(MatchInstabilityHook, as configured), of the student and of its EMA model; '
+        'layer-wise: between consecutive decoder layers. EMA model AP: n/a where not evaluated.'
     )
     text = f'{note}\n\n{table(records)}\n'
     print('\n' + text)
