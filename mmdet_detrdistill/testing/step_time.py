@@ -194,7 +194,19 @@ def _probe_steps(
             step()
         synchronize(device)
         peaks[name] = peak()
+    if args.memory_probe == 'distill':
+        peaks['teacher_weights'] = external_teacher_bytes(model)
     return peaks
+
+
+def external_teacher_bytes(distiller: torch.nn.Module) -> int:
+    """Bytes of a trained teacher's parameters and buffers: a fixed cost the user chose with
+    the teacher (Swin-L: 0.81 GiB). 0 for a teacher that is part of the method (OD-DETR's EMA
+    of the student, ``_teacher_in_module_tree``)."""
+    if getattr(distiller, '_teacher_in_module_tree', False):
+        return 0
+    tensors = [*distiller.teacher.parameters(), *distiller.teacher.buffers()]
+    return sum(t.numel() * t.element_size() for t in tensors)
 
 
 def memory_probe(
@@ -267,20 +279,27 @@ def measure_times(
     return times
 
 
-Peaks = Dict[str, Optional[Dict[str, int]]]  # side -> {'train': bytes, 'no_optimizer': bytes}
+# side -> {'train': bytes, 'no_optimizer': bytes}; the distill side also 'teacher_weights'
+Peaks = Dict[str, Optional[Dict[str, int]]]
 
 
 def ratios(times: Dict[str, float], memory: Peaks) -> Dict[str, Optional[float]]:
-    """Step ratio, matching share and memory ratios (training step; without the optimizer);
-    None for a matching share of a method without teacher-student matching, and for memory
-    that was not measured."""
+    """Step ratio, matching share and memory ratios (training step; without the optimizer;
+    without a trained teacher's weights); None for a matching share of a method without
+    teacher-student matching, for memory that was not measured, and for the last ratio of a
+    method without a trained teacher (OD-DETR)."""
     student, distill = memory['student'], memory['distill']
     measured = bool(student) and bool(distill)
+    teacher_weights = distill.get('teacher_weights', 0) if measured else 0
     return dict(
         step=times['distill'] / (times['student'] + times['teacher']),
         matching=times['matching'] / times['distill'] if times['matching_calls'] else None,
         memory=distill['train'] / student['train'] if measured else None,
         memory_no_optimizer=(
             distill['no_optimizer'] / student['no_optimizer'] if measured else None
+        ),
+        # the training step's ratio less the trained teacher's weights (None: no such teacher)
+        memory_no_teacher_weights=(
+            (distill['train'] - teacher_weights) / student['train'] if teacher_weights else None
         ),
     )

@@ -14,6 +14,7 @@ from mmdet_detrdistill.models.task_modules import mix_matcher as mix_matcher_mod
 from mmdet_detrdistill.models.task_modules.assignment_solver import (
     check_solver_threads,
     default_solver_threads,
+    solve_assignment_stream,
     solve_assignments,
 )
 
@@ -75,6 +76,59 @@ def test_no_matrices_and_empty_matrices():
     assert rows.shape == cols.shape == (3, 0)
 
 
+HOST_SOLVERS = [
+    'scipy',
+    pytest.param('lapx', marks=pytest.mark.skipif(not _has('lap'), reason='lapx not installed')),
+]
+
+
+@pytest.mark.parametrize(
+    'shape',  # (layers, images, Ns, Nt): DINO's 900 x 900 and 900 x 300-like, shrunk
+    [(3, 2, 120, 120), (3, 2, 150, 70), (2, 2, 70, 150), (4, 2, 25, 25), (2, 2, 9, 0)],
+)
+@pytest.mark.parametrize('threads', [1, 2, None])
+@pytest.mark.parametrize('solver', HOST_SOLVERS)
+def test_stream_of_stacks_gives_the_one_call_result(shape, threads, solver):
+    """Solving layer after layer (pipelined) gives the pairs of one call on all the layers'
+    matrices, in order; scipy's are each matrix's lone-call pairs."""
+    costs = torch.from_numpy(np.random.default_rng(sum(shape)).random(shape).astype(np.float32))
+    rows, cols = solve_assignment_stream((layer for layer in costs), threads, solver)
+    flat = costs.flatten(0, 1).numpy()
+    expected = solve_assignments(flat, threads, solver)
+    assert np.array_equal(rows, expected[0]) and np.array_equal(cols, expected[1])
+    assert rows.shape == (shape[0] * shape[1], min(shape[2:]))
+    if min(shape[2:]):
+        lone = _lone_calls(flat)
+        assert np.array_equal(rows, lone[0]) and np.array_equal(cols, lone[1])
+
+
+def test_stream_of_no_stacks_is_empty():
+    rows, cols = solve_assignment_stream(iter(()))
+    assert rows.shape == cols.shape == (0, 0)
+
+
+def test_stream_solves_a_stack_while_the_next_is_computed(monkeypatch):
+    """Each stack's matrices are handed to the pool before the next stack is computed."""
+    events = []
+    real_pool = solver_module.ThreadPoolExecutor
+
+    class RecordingPool(real_pool):
+        def submit(self, fn, *args):
+            events.append('submitted')
+            return super().submit(fn, *args)
+
+    monkeypatch.setattr(solver_module, 'ThreadPoolExecutor', RecordingPool)
+    costs = torch.from_numpy(np.random.default_rng(0).random((3, 2, 100, 100)))
+
+    def stacks():
+        for stack in costs:
+            events.append('computed')
+            yield stack
+
+    solve_assignment_stream(stacks(), 1)
+    assert events == ['computed', 'submitted', 'submitted'] * 3
+
+
 def test_default_is_this_process_share_of_the_cpus(monkeypatch):
     """Not OMP_NUM_THREADS (launchers set it to 1): usable CPUs // processes on the node."""
     monkeypatch.setattr(solver_module.os, 'sched_getaffinity', lambda pid: set(range(64)))
@@ -129,12 +183,14 @@ def test_adaptive_component_matches_every_layer_pair_in_one_call(monkeypatch):
     layers = kd.matcher.layer_pairs(2, 5)
     assert layers == [(0, 1), (1, 4)]
     calls = []
-    real_solve = mix_matcher_module.solve_assignments
-    monkeypatch.setattr(
-        mix_matcher_module,
-        'solve_assignments',
-        lambda costs, threads, **kw: calls.append(len(costs)) or real_solve(costs, threads, **kw),
-    )
+    real_solve = mix_matcher_module.solve_assignment_stream
+
+    def counting(stacks, threads, solver):
+        stacks = list(stacks)
+        calls.append(sum(len(stack) for stack in stacks))
+        return real_solve(stacks, threads, solver)
+
+    monkeypatch.setattr(mix_matcher_module, 'solve_assignment_stream', counting)
     solved = solve_pairings(kd.pairings(), student, teacher, metas)[kd.pairing]
     assert calls == [2 * 2]  # one call, layers x images matrices
     assert [(s_l, t_l) for s_l, t_l, _ in solved.layers] == layers
@@ -301,19 +357,19 @@ def test_missing_package_says_how_to_install_it(monkeypatch, solver, module, pip
 
 @pytest.mark.parametrize('solver', BACKENDS)
 def test_matcher_solver_gives_scipy_pairs(solver, monkeypatch):
-    """``MixMatcher(solver=...)`` reaches ``solve_assignments`` and matches as scipy does."""
+    """``MixMatcher(solver=...)`` reaches the solver and matches as scipy does."""
     seen = []
-    real_solve = mix_matcher_module.solve_assignments
+    real_solve = mix_matcher_module.solve_assignment_stream
     monkeypatch.setattr(
         mix_matcher_module,
-        'solve_assignments',
-        lambda costs, threads, solver: seen.append(solver) or real_solve(costs, threads, solver),
+        'solve_assignment_stream',
+        lambda stacks, threads, solver: seen.append(solver) or real_solve(stacks, threads, solver),
     )
     metas = [dict(img_shape=(64, 80)), dict(img_shape=(128, 96))]
     layers = random_layers(3, 2, 110, 100, seed=4)
     s_idx, t_idx = MixMatcher(solver=solver).adaptive_match_layers(*layers, metas)
     assert seen == [solver]
-    monkeypatch.setattr(mix_matcher_module, 'solve_assignments', real_solve)
+    monkeypatch.setattr(mix_matcher_module, 'solve_assignment_stream', real_solve)
     ref = MixMatcher().adaptive_match_layers(*layers, metas)
     assert torch.equal(s_idx, ref[0]) and torch.equal(t_idx, ref[1])
 

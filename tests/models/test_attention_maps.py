@@ -1,4 +1,4 @@
-"""Attention maps recorded by hooks equal the maps the modules compute."""
+"""Attention recorded by hooks gives the maps the modules compute."""
 
 import torch
 from mmcv.cnn.bricks.transformer import MultiheadAttention
@@ -13,7 +13,7 @@ def test_conditional_attention_map_is_forward_attn_weights():
     q, k, v = torch.randn(2, 5, 32), torch.randn(2, 7, 32), torch.randn(2, 7, 32)
     with AttentionRecorder({'self': [attn]}) as rec:
         _, expected = attn.forward_attn(q, k, v)
-    torch.testing.assert_close(rec.maps['self'][0], expected)
+    torch.testing.assert_close(rec.record('self', 0).full(), expected)
 
 
 def test_multihead_map_is_pre_dropout_and_output_unchanged():
@@ -26,11 +26,11 @@ def test_multihead_map_is_pre_dropout_and_output_unchanged():
         with AttentionRecorder({'self': [attn]}) as rec:
             out_hooked = attn(q)
     torch.testing.assert_close(out_hooked, out_plain)
-    torch.testing.assert_close(rec.maps['self'][0], expected)
+    torch.testing.assert_close(rec.record('self', 0).full(), expected)
     attn.train()  # dropout on: the recorded map is still the clean one
     with torch.no_grad(), AttentionRecorder({'self': [attn]}) as rec:
         attn(q)
-    torch.testing.assert_close(rec.maps['self'][0], expected)
+    torch.testing.assert_close(rec.record('self', 0).full(), expected)
 
 
 def test_hooks_are_removed_after_recording():

@@ -115,7 +115,7 @@ def test_adaptive_only_adds_no_query_group():
         matcher=dict(type='MixMatcher', fixed=False),
         adaptive_losses=dict(loss_self_attn=None, loss_cross_attn=None),
     )
-    assert not model.records_attention()
+    assert not model.attention_kinds()
     losses = model(**make_batch(model), mode='loss')
     assert not any('fixed' in k or 'attn' in k for k in losses)
 

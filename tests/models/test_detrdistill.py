@@ -59,7 +59,7 @@ def test_kd_losses_zero_and_query_prior_is_the_teachers_own_loss_when_student_is
     batch = make_batch(model)
     with torch.no_grad():
         losses = model(**batch, mode='loss')
-        t_out = model.decoder_outputs(model.teacher, batch['inputs'], batch['data_samples'], (), 0)
+        t_out = model.decoder_outputs(model.teacher, batch['inputs'], batch['data_samples'], ())
     kd = {
         k: v.item()
         for k, v in losses.items()
@@ -105,7 +105,7 @@ def test_query_prior_group_uses_the_teachers_assignment(family):
     # independently: a HungarianAssigner built from the teacher's config, on its predictions
     reference = TASK_UTILS.build(teacher.train_cfg.assigner)
     with torch.no_grad():
-        t_out = model.decoder_outputs(model.teacher, batch['inputs'], batch['data_samples'], (), 0)
+        t_out = model.decoder_outputs(model.teacher, batch['inputs'], batch['data_samples'], ())
     metas = [s.metainfo for s in batch['data_samples']]
     gts = [s.gt_instances for s in batch['data_samples']]
     expected = []
@@ -214,7 +214,7 @@ def test_composes_with_d3etr_and_shares_the_teacher_query_group():
     ).train()
     batch = make_batch(model)
     with torch.no_grad():
-        t_out = model.decoder_outputs(model.teacher, batch['inputs'], batch['data_samples'], (), 0)
+        t_out = model.decoder_outputs(model.teacher, batch['inputs'], batch['data_samples'], ())
     groups = model.extra_query_groups(t_out, batch['data_samples'])
     assert [g.name for g in groups] == [TEACHER_QUERY_GROUP]  # run once for both components
     losses = model(**batch, mode='loss')

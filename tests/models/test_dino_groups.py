@@ -78,8 +78,9 @@ def test_own_and_denoising_outputs_unchanged_by_an_extra_group(padded):
 
 
 def test_extra_group_does_not_see_the_denoising_queries():
-    """The extra group's outputs are the same with DN queries (train, masked) and
-    without (eval, folded): it sees itself only."""
+    """The extra group's outputs are the same with DN queries (train: DN + own in one call,
+    the group in another) and without (eval: folded with the own group): it sees itself
+    only."""
     model = _model()
     batch = _batch(model)
     _, _, own, _ = _run(model.eval(), batch)
@@ -153,7 +154,7 @@ def test_student_gt_losses_are_mmdets_dino_losses():
     torch.manual_seed(3)
     expected = theirs(**batch, mode='loss')
     torch.manual_seed(3)
-    out = model.decoder_outputs(model.student, batch['inputs'], batch['data_samples'], (), False)
+    out = model.decoder_outputs(model.student, batch['inputs'], batch['data_samples'], ())
     losses = model.student_gt_loss(out, batch['data_samples'])
     assert [k for k in losses if k != 'layer_match_instability'] == list(expected)
     assert 'd0.dn_loss_cls' in losses and 'enc_loss_iou' in losses
@@ -201,9 +202,7 @@ def test_teacher_queries_are_its_selected_proposals_and_content():
     model = _distiller()
     batch = _batch(model)
     with torch.no_grad():
-        t_out = model.decoder_outputs(
-            model.teacher, batch['inputs'], batch['data_samples'], (), False
-        )
+        t_out = model.decoder_outputs(model.teacher, batch['inputs'], batch['data_samples'], ())
     (group,) = model.extra_query_groups(t_out, batch['data_samples'])
     assert group.name == 'teacher_queries' and group.reference.shape == (2, 10, 4)
     torch.testing.assert_close(group.query[0], model.teacher.query_embedding.weight)
@@ -220,7 +219,7 @@ def test_oddetr_teacher_decodes_the_students_proposals_with_its_content_queries(
     model = _distiller('ODDETRDistiller').eval()  # the EMA teacher starts as the student
     batch = _batch(model)
     with torch.no_grad():
-        args = (batch['inputs'], batch['data_samples'], (), False)
+        args = (batch['inputs'], batch['data_samples'], ())
         student_out = model.decoder_outputs(model.student, *args)
         teacher_out = model.decoder_outputs(model.teacher, *args)
         guided = model.teacher_on_queries(

@@ -4,6 +4,7 @@ import dataclasses
 
 import pytest
 import torch
+from mmcv.cnn.bricks.transformer import MultiheadAttention
 from mmdet.registry import MODELS
 
 from mmdet_detrdistill.models.detectors import to_group_detector_cfg
@@ -306,21 +307,79 @@ def test_oddetr_losses_unchanged_by_folding_with_a_tail(family, monkeypatch):
         torch.testing.assert_close(split[key], masked[key], atol=1e-4, rtol=1e-4, msg=key)
 
 
-@pytest.mark.parametrize('family', ['conditional', 'deformable'])
-def test_recording_attention_runs_a_tail_layout_under_one_mask(family):
-    """A recorder keeps one map per layer: with a tail layout the decoder runs masked, and the
-    maps are the masked path's full (bs, N, N) maps."""
+def _blocks_equal(recorded, masked, bs):
+    """Every group's self-attention block, every layer, equals the masked path's."""
+    for r_layer, m_layer in zip(recorded.attn['self'], masked.attn['self']):
+        for name, s in recorded.slices.items():
+            idx = torch.arange(s.stop - s.start).expand(bs, -1)
+            block = r_layer[name].rows(idx, idx)
+            torch.testing.assert_close(block, m_layer[name].rows(idx, idx), **CLOSE, msg=name)
+
+
+@pytest.mark.parametrize('family', FAMILIES)
+def test_recording_attention_keeps_the_tail_layout_and_each_groups_block(family):
+    """A recorder keeps one record per layer and call: with a tail layout the decoder still
+    runs folded + tail while recording, and each group's block (from its call) equals the
+    block of the masked path's one (bs, N, N) record."""
     from mmdet_detrdistill.models.distillers import DETRDistillerBase
 
     model = _model(family)
     batch = make_batch(model)
     own, groups = _tail_layout(model, batch)
-    args = (batch['inputs'], batch['data_samples'], groups, True)
+    args = (batch['inputs'], batch['data_samples'], groups, ('self', 'cross'))
     with torch.no_grad():
         recorded = DETRDistillerBase.decoder_outputs(model, *args)
         masked = DETRDistillerBase.decoder_outputs(_twin(family, model, fold=False), *args)
+    bs = own.query.shape[0]
     total = sum(s.stop - s.start for s in recorded.slices.values())
-    for r, m in zip(recorded.attn['self'], masked.attn['self']):
-        assert r.shape == (own.query.shape[0], total, total)
-        torch.testing.assert_close(r, m, **CLOSE)
+    own_rec, init_rec = (recorded.attn['self'][0][n].record for n in ('own', 'init'))
+    assert own_rec.shape == init_rec.shape == (bs, own.num_queries, own.num_queries)  # folded
+    assert recorded.attn['self'][0]['aux0'].record.shape == (bs, 8, 8)  # the tail call
+    assert recorded.attn['self'][0]['aux1'].offset == 4
+    assert masked.attn['self'][0]['aux1'].record.shape == (bs, total, total)
+    _blocks_equal(recorded, masked, bs)
+    for r, m in zip(recorded.attn['cross'], masked.attn['cross']):
+        torch.testing.assert_close(r.full(), m.full(), **CLOSE)
     torch.testing.assert_close(recorded.cls_scores, masked.cls_scores, **CLOSE)
+
+
+def _lead_fold_tail_inputs(dim=8):
+    """bs 2: a lead of 5 queries, 2 groups of 3, a tail of 4; and the one mask of all of them
+    (the lead sees itself under its own mask, a group only itself, the tail under its mask)."""
+    torch.manual_seed(0)
+    x, pos = torch.randn(2, 15, dim), torch.randn(2, 15, dim)
+    lead_mask = torch.rand(5, 5) > 0.5
+    lead_mask.fill_diagonal_(False)  # every query sees one key at least
+    tail_mask = torch.tensor([[0, 0, 1, 1], [0, 0, 1, 1], [1, 1, 0, 1], [1, 1, 1, 0]]).bool()
+    mask = torch.ones(15, 15, dtype=torch.bool)
+    for block, sub in ((slice(0, 5), lead_mask), (slice(11, 15), tail_mask)):
+        mask[block, block] = sub
+    for block in (slice(5, 8), slice(8, 11)):
+        mask[block, block] = False
+    layout = FoldedGroupLayout(
+        2, tail_queries=4, tail_mask=tail_mask, lead_queries=5, lead_mask=lead_mask
+    )
+    return x, pos, mask, layout
+
+
+def test_lead_folded_groups_and_tail_equal_one_masked_call():
+    x, pos, mask, layout = _lead_fold_tail_inputs()
+    attn = MultiheadAttention(8, 2, batch_first=True).eval()
+    calls = []
+    attn.register_forward_hook(lambda m, a, out: calls.append(tuple(out.shape[:2])))
+    inputs = dict(query=x, key=x, value=x, query_pos=pos, key_pos=pos)
+    with torch.no_grad():
+        split = folded_self_attention(attn, layout, **inputs)
+        calls_split = list(calls)
+        masked = attn(**inputs, attn_mask=mask)
+    assert calls_split == [(2, 5), (4, 3), (2, 4)]  # lead, folded (bs * G rows), tail
+    torch.testing.assert_close(split, masked, **CLOSE)
+
+
+def test_lead_mask_must_cover_the_lead_and_groups_the_middle():
+    with pytest.raises(ValueError, match='lead_mask covers 3 queries'):
+        FoldedGroupLayout(0, lead_queries=4, lead_mask=torch.zeros(3, 3).bool())
+    attn = _model('deformable').decoder.layers[0].self_attn
+    x = torch.randn(2, 7, attn.embed_dims)
+    with pytest.raises(ValueError, match='3 queries between the lead and the tail'):
+        folded_self_attention(attn, FoldedGroupLayout(0, lead_queries=4), query=x, key=x, value=x)

@@ -168,7 +168,7 @@ def test_student_gt_loss_is_mmdets_loss_without_a_component(family):
     model.train()
     batch = make_batch(model)
     expected = theirs(**batch, mode='loss')
-    out = model.decoder_outputs(model.student, batch['inputs'], batch['data_samples'], (), False)
+    out = model.decoder_outputs(model.student, batch['inputs'], batch['data_samples'], ())
     losses = model.student_gt_loss(out, batch['data_samples'])
     assert [k for k in losses if k != 'layer_match_instability'] == list(expected)
     for key, value in expected.items():

@@ -8,7 +8,9 @@ from torch import nn
 
 from mmdet_detrdistill.models.common import OWN_GROUP, DecoderOutputs, gather_square
 from mmdet_detrdistill.models.components.pair_losses import pair_losses
-from mmdet_detrdistill.models.layers.attention_maps import kept_self_attention, renormalise_rows
+from mmdet_detrdistill.models.layers.attention_maps import renormalise_rows
+from mmdet_detrdistill.models.layers.attention_records import AttentionWeights
+from mmdet_detrdistill.models.layers.group_attention_blocks import group_blocks
 from mmdet_detrdistill.models.losses import AttentionMapDistillLoss
 
 BS = 2
@@ -38,12 +40,13 @@ def _embed(block, idx, num_queries, gen):
 
 
 def _outputs(attn):
-    """Decoder outputs of one layer holding only a self-attention map."""
+    """Decoder outputs of one layer holding only a self-attention map (as one head's)."""
     n = attn.shape[-1]
     cls, box = torch.zeros(1, BS, n, 3), torch.full((1, BS, n, 4), 0.5)
-    return DecoderOutputs(
-        cls, box, {OWN_GROUP: slice(0, n)}, own_queries=None, attn={'self': [attn]}
-    )
+    record = AttentionWeights(attn[:, None])  # (bs, 1 head, n, n)
+    slices = {OWN_GROUP: slice(0, n)}
+    blocks = group_blocks([record], slices, BS)
+    return DecoderOutputs(cls, box, slices, own_queries=None, attn={'self': [blocks]})
 
 
 def _self_attn_loss(s_attn, t_attn, s_idx, t_idx):
@@ -86,14 +89,17 @@ def test_the_raw_block_of_a_larger_teacher_would_not_sum_to_one():
     teacher = _rows(1, 900, 900, gen=gen)
     idx = torch.randperm(900, generator=gen)[:300][None]
     assert gather_square(teacher, idx).sum(-1).mean().item() == pytest.approx(1 / 3, abs=0.02)
-    torch.testing.assert_close(kept_self_attention(teacher, idx).sum(-1), torch.ones(1, 300))
+    torch.testing.assert_close(
+        renormalise_rows(gather_square(teacher, idx)).sum(-1), torch.ones(1, 300)
+    )
 
 
 def test_renormalisation_is_a_no_op_when_every_query_is_kept():
     gen = torch.Generator().manual_seed(1)
     attn = _rows(BS, 7, 7, gen=gen)
     idx = torch.stack([torch.randperm(7, generator=gen) for _ in range(BS)])
-    torch.testing.assert_close(kept_self_attention(attn, idx), gather_square(attn, idx))
+    block = gather_square(attn, idx)
+    torch.testing.assert_close(renormalise_rows(block), block)
 
 
 def test_a_row_without_weight_on_the_kept_queries_stays_zero_with_finite_gradients():

@@ -176,3 +176,32 @@ def test_no_teacher_queries_gives_empty_pairs():
     for matcher in (MixMatcher(), MixMatcher(batched_costs=False)):
         s_idx, t_idx = matcher.adaptive_match(*layer)
         assert s_idx.shape == t_idx.shape == (2, 0)
+
+
+@pytest.mark.parametrize('shape', [(2, 90, 90), (2, 90, 30), (3, 30, 90), (1, 0, 5), (2, 7, 0)])
+def test_pairwise_giou_is_mmdet_giou_bit_for_bit(shape):
+    """The in-place GIoU of the batched IoU cost equals mmdet's ``bbox_overlaps`` exactly, on
+    boxes of every kind: zero-size, identical, nested, disjoint, touching."""
+    from mmdet.structures.bbox import bbox_overlaps
+
+    from mmdet_detrdistill.models.task_modules.batched_match_costs import pairwise_giou
+
+    bs, n, m = shape
+    g = torch.Generator().manual_seed(sum(shape))
+
+    def boxes(k):
+        xy = torch.rand(bs, k, 2, generator=g) * 300
+        b = torch.cat([xy, xy + torch.rand(bs, k, 2, generator=g) * 100], -1)
+        b[:, ::5, 2:] = b[:, ::5, :2]  # zero-size
+        b[:, 1::5] = b[:, 1::5].round()  # on the pixel grid: touching edges, equal corners
+        return b
+
+    b1, b2 = boxes(n), boxes(m)
+    k = min(n, m, 4)
+    b2[:, :k] = b1[:, :k]  # identical boxes
+    j = min(n, m, k + 2)
+    b2[:, k:j] = b1[:, k:j] * 0.5 + 100  # nested or disjoint
+    expected = bbox_overlaps(b1, b2, mode='giou', is_aligned=False)
+    got = pairwise_giou(b1, b2)
+    assert got.shape == expected.shape == (bs, n, m)
+    assert torch.equal(got.view(torch.int32), expected.view(torch.int32))  # same bits

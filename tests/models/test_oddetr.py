@@ -201,7 +201,7 @@ def test_auxiliary_group_takes_the_two_least_cost_queries_per_gt(family):
     model(**batch, mode='loss')  # EMA initialised from the student
     component = model.components['aux']
     with torch.no_grad():
-        t_out = model.decoder_outputs(model.teacher, batch['inputs'], batch['data_samples'], (), 0)
+        t_out = model.decoder_outputs(model.teacher, batch['inputs'], batch['data_samples'], ())
     metas = [s.metainfo for s in batch['data_samples']]
     gts = [s.gt_instances for s in batch['data_samples']]
     costs = model.teacher.bbox_head.assigner.match_costs
@@ -231,17 +231,13 @@ def test_auxiliary_padding_slots_are_invisible():
     model(**batch, mode='loss')
     model.eval()
     with torch.no_grad():
-        t_out = model.decoder_outputs(model.teacher, batch['inputs'], batch['data_samples'], (), 0)
+        t_out = model.decoder_outputs(model.teacher, batch['inputs'], batch['data_samples'], ())
         groups = model.components['aux'].query_groups(t_out, batch['data_samples'])
         assert not groups[0].valid[1, 2:].any()
-        out1 = model.decoder_outputs(
-            model.student, batch['inputs'], batch['data_samples'], groups, 0
-        )
+        out1 = model.decoder_outputs(model.student, batch['inputs'], batch['data_samples'], groups)
         for g in groups:  # scribble over image 1's padding slots
             g.query[1, 2:] = torch.randn_like(g.query[1, 2:]) * 10
-        out2 = model.decoder_outputs(
-            model.student, batch['inputs'], batch['data_samples'], groups, 0
-        )
+        out2 = model.decoder_outputs(model.student, batch['inputs'], batch['data_samples'], groups)
     for name in out1.slices:
         real = slice(None, 2) if name.startswith('aux') else slice(None)
         torch.testing.assert_close(
@@ -263,9 +259,9 @@ def test_auxiliary_groups_carry_their_targets_and_the_component_keeps_no_step_st
     assert [k for k, v in before.items() if vars(component)[k] is not v] == []
     samples = batch['data_samples']
     with torch.no_grad():
-        t_out = model.decoder_outputs(model.teacher, batch['inputs'], samples, (), False)
+        t_out = model.decoder_outputs(model.teacher, batch['inputs'], samples, ())
         groups = component.query_groups(t_out, samples)
-        s_out = model.decoder_outputs(model.student, batch['inputs'], samples, groups, False)
+        s_out = model.decoder_outputs(model.student, batch['inputs'], samples, groups)
     assert [g.name for g in groups] == component.group_names(t_out) == ['aux0', 'aux1']
     for group in groups:
         assert group.targets.tolist() == [[0, 0, 1, 1, 2, 2], [0, 0, -1, -1, -1, -1]]

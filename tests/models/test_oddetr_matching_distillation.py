@@ -28,7 +28,7 @@ def _student_out(model, family):
     shapes = DINO_SHAPES if family == 'dino' else ((3, 64, 64), (3, 64, 48))
     batch = make_batch(model, image_shapes=shapes)
     torch.manual_seed(1)  # DINO's denoising queries
-    out = model.decoder_outputs(model.student, batch['inputs'], batch['data_samples'], (), False)
+    out = model.decoder_outputs(model.student, batch['inputs'], batch['data_samples'], ())
     return out, batch['data_samples']
 
 

@@ -10,6 +10,7 @@ from mmdet.registry import MODELS
 
 from mmdet_detrdistill.models.common import OWN_GROUP, TEACHER_QUERY_GROUP, DecoderOutputs
 from mmdet_detrdistill.models.components import DistillComponent
+from mmdet_detrdistill.models.distillers import DETRDistillerBase
 from mmdet_detrdistill.models.task_modules import MixMatcher
 from mmdet_detrdistill.models.task_modules import pairing as pairing_module
 from mmdet_detrdistill.models.task_modules.pairing import (
@@ -155,3 +156,67 @@ def test_a_pairing_component_declares_one_pairing(name):
     group = TEACHER_QUERY_GROUP if name in ('fixed', 'init_query') else OWN_GROUP
     assert request.student_group == group
     assert request.clamp_teacher_boxes is (name in ('logits', 'contrastive'))
+
+
+ALL_OFF = dict(loss_cls=None, loss_bbox=None, loss_iou=None)
+# each pairing component with every loss term off: None, or a zero weight
+OFF_COMPONENTS = dict(
+    adaptive=dict(
+        type='AdaptiveMatchKD',
+        losses=dict(ALL_OFF, loss_self_attn=dict(loss_weight=0.0), loss_cross_attn=None),
+    ),
+    fixed=dict(
+        type='FixedMatchKD',
+        losses=dict(ALL_OFF, loss_self_attn=None, loss_cross_attn=dict(loss_weight=0)),
+    ),
+    logits=dict(type='HungarianLogitsKD', losses=dict(ALL_OFF, loss_cls=dict(loss_weight=0))),
+    contrastive=dict(type='ContrastiveEmbeddingKD', loss=None),
+    init_query=dict(type='InitialQueryKD', losses=ALL_OFF),
+)
+
+
+@pytest.mark.parametrize('name', list(OFF_COMPONENTS))
+def test_a_component_with_every_loss_off_makes_no_solve(name, monkeypatch):
+    """No pairs asked, none solved, no query group, no loss, no attention recorded, no
+    parameter (the feature KD keeps the step a distillation step)."""
+    components = {name: OFF_COMPONENTS[name], 'feature': dict(type='TargetAwareFeatureKD')}
+    model = _distiller(components)
+    component = model.components[name]
+    assert component.all_losses_off() and component.pairings() == ()
+    assert not component.attention_kinds() and not list(component.parameters())
+    solves = []
+    real = pairing_module.solve_pairing
+    monkeypatch.setattr(
+        pairing_module, 'solve_pairing', lambda *a, **k: solves.append(a) or real(*a, **k)
+    )
+    losses = model(**make_batch(model), mode='loss')
+    assert not solves and not any(k.startswith(f'{name}.') for k in losses)
+    assert any(k.startswith('feature.') for k in losses)
+    with torch.no_grad():
+        t_out = model.decoder_outputs(model.teacher, *make_batch(model).values(), ())
+    assert component.query_groups(t_out, make_batch(model)['data_samples']) == []
+
+
+def test_only_the_attention_kinds_a_loss_reads_are_recorded(monkeypatch):
+    """Cross-attention off (None or a zero weight) in every component: self-attention only
+    is recorded, and a step's outputs hold no cross-attention record."""
+    components = dict(
+        adaptive=dict(type='AdaptiveMatchKD', losses=dict(loss_cross_attn=None)),
+        fixed=dict(type='FixedMatchKD', losses=dict(loss_cross_attn=dict(loss_weight=0.0))),
+    )
+    model = _distiller(components)
+    assert model.attention_kinds() == {'self'}
+    kinds = []
+    real = DETRDistillerBase.decoder_outputs
+
+    def spy(*args):
+        out = real(*args)
+        kinds.append(set(out.attn))
+        return out
+
+    monkeypatch.setattr(model, 'decoder_outputs', spy)
+    losses = model(**make_batch(model), mode='loss')
+    assert kinds == [{'self'}, {'self'}]  # teacher, student
+    assert any('loss_self_attn' in k for k in losses)
+    assert not any('loss_cross_attn' in k for k in losses)
+    assert _distiller(dict(logits=dict(type='HungarianLogitsKD'))).attention_kinds() == set()

@@ -36,7 +36,7 @@ def _build(family, method, kwargs, seed=0):
 
 def _teacher_group(model, batch):
     with torch.no_grad():
-        t_out = model.decoder_outputs(model.teacher, batch['inputs'], batch['data_samples'], (), 0)
+        t_out = model.decoder_outputs(model.teacher, batch['inputs'], batch['data_samples'], ())
     (group,) = model.extra_query_groups(t_out, batch['data_samples'])
     return t_out, group
 

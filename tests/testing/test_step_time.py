@@ -6,7 +6,12 @@ import pytest
 import torch
 
 from mmdet_detrdistill.testing import make_batch, run_tool, step_time
-from mmdet_detrdistill.testing.step_time import build_distiller, optim_wrapper_for, train_step
+from mmdet_detrdistill.testing.step_time import (
+    build_distiller,
+    optim_wrapper_for,
+    ratios,
+    train_step,
+)
 
 CONFIG = 'configs/d3etr/d3etr_tiny-t_tiny-s_1xb8-synth.py'
 
@@ -73,3 +78,15 @@ def test_timing_is_interleaved_so_that_load_drift_falls_on_every_side(monkeypatc
     )
     assert calls == ['a', 'b', 'c'] * (step_time.WARMUP + 6)
     assert times['a'] == times['b'] == times['c']
+
+
+def test_memory_ratio_without_the_teacher_weights_subtracts_them_from_the_distill_peak():
+    times = dict(student=1.0, teacher=1.0, distill=3.0, matching=0.0, matching_calls=0)
+    memory = dict(
+        student=dict(train=100, no_optimizer=80),
+        distill=dict(train=250, no_optimizer=200, teacher_weights=50),
+    )
+    r = ratios(times, memory)
+    assert r['memory'] == 2.5 and r['memory_no_teacher_weights'] == 2.0
+    memory['distill']['teacher_weights'] = 0  # OD-DETR: the EMA is part of the method
+    assert ratios(times, memory)['memory_no_teacher_weights'] is None

@@ -62,13 +62,15 @@ def test_several_configs_give_one_summary_row_each():
     assert [ln.split('`')[1] for ln in rows] == configs
     for config, row in zip(configs, rows):
         cells = [c.strip() for c in row.strip('|').split('|')]
-        assert len(cells) == 9 and cells[1] == '1 x 64 px'
+        assert len(cells) == 10 and cells[1] == '1 x 64 px'
         per_config = run.stdout.split(f'config: {config}')[1]
         step = _value(r'ratio distill / \(student step \+ teacher forward\): ([\d.]+)', per_config)
         assert abs(float(cells[5]) - step) <= 0.0051  # the summary repeats the per-config ratio
     d3etr, oddetr = ([c.strip() for c in row.strip('|').split('|')] for row in rows)
     assert d3etr[6].endswith('%') and float(d3etr[6][:-1]) > 0
     assert oddetr[6] == '— (none)'  # OD-DETR matches no teacher predictions to the student's
+    # less the trained teacher's weights: a lower ratio; OD-DETR's EMA is no trained teacher
+    assert float(d3etr[9]) < float(d3etr[7]) and oddetr[9] == 'n/a'
 
 
 @pytest.mark.parametrize(

@@ -102,13 +102,14 @@ def _share(r: Dict) -> str:
 
 def summary_row(args: argparse.Namespace, times: Dict[str, float], r: Dict) -> str:
     """One row of the summary table (the README's columns)."""
-    memory, no_opt = (
-        'n/a' if r[key] is None else f'{r[key]:.2f}' for key in ('memory', 'memory_no_optimizer')
+    memory, no_opt, no_teacher = (
+        'n/a' if r[key] is None else f'{r[key]:.2f}'
+        for key in ('memory', 'memory_no_optimizer', 'memory_no_teacher_weights')
     )
     return (
         f'| `{args.config}` | {args.batch} x {args.size} px | {times["student"]:.3f} '
         f'| {times["teacher"]:.3f} | {times["distill"]:.3f} | {r["step"]:.2f} '
-        f'| {_share(r)} | {memory} | {no_opt} |'
+        f'| {_share(r)} | {memory} | {no_opt} | {no_teacher} |'
     )
 
 
@@ -142,12 +143,19 @@ def report(args: argparse.Namespace, times: Dict[str, float], memory: Peaks) -> 
     for key, what in (('memory', ''), ('memory_no_optimizer', ', without the optimizer')):
         value = unmeasured if r[key] is None else f'{r[key]:.3f}'
         print(f'peak memory ratio distill step / student step alone{what}: {value}')
+    if r['memory_no_teacher_weights'] is not None:
+        weights = memory['distill']['teacher_weights'] / 2.0**20
+        print(
+            f"peak memory ratio without the teacher's weights ({weights:.1f} MiB): "
+            f'{r["memory_no_teacher_weights"]:.3f}'
+        )
     return r
 
 
 SUMMARY_HEADER = (
     '| config | images | student step (s) | teacher fwd (s) | distill step (s) | step ratio '
-    '| matching | memory ratio | memory ratio, no optimizer |\n' + '|---' * 9 + '|'
+    '| matching | memory ratio | memory ratio, no optimizer | memory ratio, no teacher weights '
+    '|\n' + '|---' * 10 + '|'
 )
 
 

@@ -1,7 +1,7 @@
 """What one model's decoder produced in one forward pass, per query group."""
 
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from torch import Tensor
 
@@ -16,12 +16,16 @@ class DecoderOutputs:
         cls_scores (Tensor): Logits, (num_layers, bs, N, num_classes).
         bbox_preds (Tensor): Normalised cxcywh boxes, (num_layers, bs, N, 4).
         slices (dict[str, slice]): Where each query group sits among the N.
-        attn (dict[str, list[Tensor]]): Head-averaged attention maps per kind
-            and layer: ``'self'``: (bs, N, N), or (bs, G, n, n) per group when
-            the G groups ran their self-attention folded (they see only
-            themselves, see ``layers/folded_self_attention.py``); ``'cross'``:
-            (bs, N, num_keys). Empty when not recorded. Read them through
-            :meth:`self_attn` and :meth:`cross_attn`.
+        attn (dict[str, list]): Per kind and layer, records of the
+            head-averaged attention maps (``layers/attention_records.py``:
+            what rows of a map need, not the map), only of the kinds a loss
+            reads: ``'self'``: by group name, the group's block in the call
+            that ran it (``layers/group_attention_blocks.py``: a lead, folded
+            or tail call, see ``layers/folded_self_attention.py``, or the one
+            masked call); ``'cross'``: one record standing for (bs, N',
+            num_keys), N' every query of the decoder (DINO's DN queries
+            included). Empty when not recorded. Read them through
+            :meth:`self_attn_block` and :meth:`cross_attn_rows`.
         own_queries (QueryGroup, optional): The model's own queries as they
             entered its decoder (a teacher's are a student's fixed-matching
             group).
@@ -36,7 +40,7 @@ class DecoderOutputs:
     bbox_preds: Tensor
     slices: Dict[str, slice]
     own_queries: Optional[QueryGroup]
-    attn: Dict[str, List[Tensor]] = field(default_factory=dict)
+    attn: Dict[str, List[Any]] = field(default_factory=dict)
     head_inputs: Dict = field(default_factory=dict)
     feats: Tuple[Tensor, ...] = ()
     groups: Dict[str, QueryGroup] = field(default_factory=dict)
@@ -56,14 +60,15 @@ class DecoderOutputs:
         s = self.slices[name]
         return self.cls_scores[:, :, s], self.bbox_preds[:, :, s]
 
-    def self_attn(self, name: str, layer: int) -> Tensor:
-        """Self-attention of a group among itself, (bs, n, n)."""
-        attn = self.attn['self'][layer]
-        if attn.dim() == 4:  # folded: one map per group, in slice order
-            return attn[:, list(self.slices).index(name)]
-        s = self.slices[name]
-        return attn[:, s, s]
+    def self_attn_block(self, name: str, layer: int, idx: Tensor) -> Tensor:
+        """Self-attention among queries ``idx`` (bs, K) of a group, (bs, K, K).
 
-    def cross_attn(self, name: str, layer: int) -> Tensor:
-        """Cross-attention of a group's queries to the memory, (bs, n, keys)."""
-        return self.attn['cross'][layer][:, self.slices[name]]
+        ``out[b, i, j] = A[b, idx[b, i], idx[b, j]]``, A the head-averaged map
+        of the group's queries, each row softmaxed over every key the query saw.
+        Only these rows are formed (the record's ``rows``).
+        """
+        return self.attn['self'][layer][name].rows(idx, idx)
+
+    def cross_attn_rows(self, name: str, layer: int, idx: Tensor) -> Tensor:
+        """Cross-attention of queries ``idx`` (bs, K) of a group to the memory, (bs, K, keys)."""
+        return self.attn['cross'][layer].rows(idx + self.slices[name].start)

@@ -3,7 +3,7 @@
 Distil each decoder layer through a Hungarian matching of teacher and student predictions.
 """
 
-from typing import Dict, Optional, Tuple
+from typing import Dict, FrozenSet, Optional, Tuple
 
 from mmdet.registry import MODELS
 from mmdet.structures import SampleList
@@ -13,7 +13,7 @@ from torch import Tensor
 from ..common import OWN_GROUP, DecoderOutputs
 from ..task_modules.pairing import PairingRequest, SolvedPairings, hungarian_pairing
 from .base_component import DistillComponent
-from .pair_losses import ALL_PAIR_LOSSES, build_pair_losses, pair_losses_by_layer, uses_attention
+from .pair_losses import ALL_PAIR_LOSSES, attention_kinds, build_pair_losses, pair_losses_by_layer
 
 
 @MODELS.register_module()
@@ -58,12 +58,15 @@ class AdaptiveMatchKD(DistillComponent):
         # a distiller prefixes build errors with the component's config key
         self.losses = build_pair_losses(losses, self.default_losses, 'losses')
 
-    def records_attention(self) -> bool:
-        return uses_attention(self.losses)
+    def attention_kinds(self) -> FrozenSet[str]:
+        return attention_kinds(self.losses)
+
+    def all_losses_off(self) -> bool:
+        return not self.losses
 
     def pairings(self) -> Tuple[PairingRequest, ...]:
         """The student's own queries Hungarian-matched to the teacher's, every layer."""
-        return (self.pairing,)
+        return () if self.all_losses_off() else (self.pairing,)
 
     def loss(
         self,
@@ -73,6 +76,8 @@ class AdaptiveMatchKD(DistillComponent):
         pairs: SolvedPairings,
     ) -> Dict[str, Tensor]:
         """Pair losses of every student layer, keys ``{prefix}.d{l}.{loss}``."""
+        if self.all_losses_off():
+            return {}
         img_metas = [s.metainfo for s in batch_data_samples]
         solved = pairs[self.pairing]  # its teacher: boxes clamped if clamp_teacher_boxes
         return self.keyed(

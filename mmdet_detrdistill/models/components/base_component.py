@@ -1,7 +1,7 @@
 """What a distillation component is: one piece of knowledge transfer, one config entry."""
 
 from types import MappingProxyType
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, FrozenSet, List, Optional, Tuple
 
 from mmdet.models.task_modules import BaseAssigner
 from mmdet.structures import SampleList
@@ -53,8 +53,14 @@ class DistillComponent(nn.Module):
         object.__setattr__(self, 'student', student)
         object.__setattr__(self, 'teacher', teacher)
 
-    def records_attention(self) -> bool:
-        """Whether the component needs decoder attention maps."""
+    def attention_kinds(self) -> FrozenSet[str]:
+        """The decoder attention maps the component's :meth:`loss` reads (``'self'``,
+        ``'cross'``): the distiller records only these. None by default."""
+        return frozenset()
+
+    def all_losses_off(self) -> bool:
+        """Whether every loss of the component is off (``None`` or a zero weight): it then
+        adds no query group, asks no pairs and returns no loss. False by default."""
         return False
 
     def query_groups(
@@ -100,7 +106,8 @@ class DistillComponent(nn.Module):
         return None
 
     def pairings(self) -> Tuple[PairingRequest, ...]:
-        """The query pairs the component's :meth:`loss` needs (none by default)."""
+        """The query pairs the component's :meth:`loss` needs (none by default; none
+        either when all its losses are off: no solve is made for a loss no one reads)."""
         return ()
 
     def loss(

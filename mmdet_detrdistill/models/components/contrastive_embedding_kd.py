@@ -8,12 +8,13 @@ from typing import Dict, Tuple
 
 from mmdet.registry import MODELS
 from mmdet.structures import SampleList
-from mmdet.utils import ConfigType
+from mmdet.utils import ConfigType, OptConfigType
 from torch import Tensor, nn
 
 from ..common import OWN_GROUP, DecoderOutputs, gather_queries
 from ..task_modules.pairing import PairingRequest, SolvedPairings, hungarian_pairing
 from .base_component import DistillComponent
+from .pair_losses import is_off
 
 NEGATIVES = ('image', 'batch')
 
@@ -98,7 +99,9 @@ class ContrastiveEmbeddingKD(DistillComponent):
         embed_dims (int): Projection width. Defaults to 512.
         negatives (str): ``'image'`` or ``'batch'`` (see above). Defaults to
             ``'image'``.
-        loss (dict): Loss config. Defaults to ``InfoNCEDistillLoss`` with
+        loss (dict, optional): Loss config; ``None`` (or a zero
+            ``loss_weight``) switches the component off: no projection heads,
+            no pairs, no loss. Defaults to ``InfoNCEDistillLoss`` with
             temperature 0.07 and loss_weight 0.2.
         clamp_teacher_boxes (bool): Match against the teacher's boxes cut to
             the image, as the logits distillation does (and the official
@@ -111,7 +114,7 @@ class ContrastiveEmbeddingKD(DistillComponent):
         matcher: ConfigType = dict(type='MixMatcher', adaptive=True, fixed=False),
         embed_dims: int = 512,
         negatives: str = 'image',
-        loss: ConfigType = dict(type='InfoNCEDistillLoss', temperature=0.07, loss_weight=0.2),
+        loss: OptConfigType = dict(type='InfoNCEDistillLoss', temperature=0.07, loss_weight=0.2),
         clamp_teacher_boxes: bool = True,
     ) -> None:
         super().__init__(prefix)
@@ -126,16 +129,22 @@ class ContrastiveEmbeddingKD(DistillComponent):
             )
         self.embed_dims = embed_dims
         self.negatives = negatives
-        self.loss_fn = MODELS.build(loss)
+        self.loss_fn = None if is_off(loss) else MODELS.build(loss)
 
     def bind(self, student: nn.Module, teacher: nn.Module) -> None:
+        if self.all_losses_off():  # no heads that no loss trains (DDP: unused parameters)
+            super().bind(student, teacher)
+            return
         self.student_proj = EmbeddingProjection(student.embed_dims, self.embed_dims)
         self.teacher_proj = EmbeddingProjection(teacher.embed_dims, self.embed_dims)
         super().bind(student, teacher)
 
+    def all_losses_off(self) -> bool:
+        return self.loss_fn is None
+
     def pairings(self) -> Tuple[PairingRequest, ...]:
         """The student's own queries Hungarian-matched to the teacher's, every layer."""
-        return (self.pairing,)
+        return () if self.all_losses_off() else (self.pairing,)
 
     def loss(
         self,
@@ -145,6 +154,8 @@ class ContrastiveEmbeddingKD(DistillComponent):
         pairs: SolvedPairings,
     ) -> Dict[str, Tensor]:
         """InfoNCE of every student layer, keys ``{prefix}.d{l}.loss_contrastive``."""
+        if self.all_losses_off():
+            return {}
         s_hidden = student_out.hidden_states[:, :, student_out.slices[OWN_GROUP]]
         t_hidden = teacher_out.hidden_states[:, :, teacher_out.slices[OWN_GROUP]]
         by_layer: Dict[int, Dict[str, Tensor]] = {}

@@ -4,7 +4,7 @@ Distil through the teacher's own queries run in the student's decoder (index pai
 """
 
 import dataclasses
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, FrozenSet, List, Optional, Tuple
 
 from mmdet.registry import MODELS
 from mmdet.structures import SampleList
@@ -14,7 +14,7 @@ from torch import Tensor, nn
 from ..common import TEACHER_QUERY_GROUP, DecoderOutputs, QueryGroup
 from ..task_modules.pairing import PairingRequest, SolvedPairings, index_pairing
 from .base_component import DistillComponent
-from .pair_losses import ALL_PAIR_LOSSES, build_pair_losses, pair_losses_by_layer, uses_attention
+from .pair_losses import ALL_PAIR_LOSSES, attention_kinds, build_pair_losses, pair_losses_by_layer
 
 
 def check_same_query_format(student: nn.Module, teacher: nn.Module, component: nn.Module) -> None:
@@ -83,17 +83,20 @@ class FixedMatchKD(DistillComponent):
         check_same_query_format(student, teacher, self)
         super().bind(student, teacher)
 
-    def records_attention(self) -> bool:
-        return uses_attention(self.losses)
+    def attention_kinds(self) -> FrozenSet[str]:
+        return attention_kinds(self.losses)
+
+    def all_losses_off(self) -> bool:
+        return not self.losses
 
     def query_groups(
         self, teacher_out: DecoderOutputs, batch_data_samples: SampleList
     ) -> List[QueryGroup]:
-        return [teacher_query_group(teacher_out, self.student)]
+        return [] if self.all_losses_off() else [teacher_query_group(teacher_out, self.student)]
 
     def pairings(self) -> Tuple[PairingRequest, ...]:
         """Query i of the teacher-query group with teacher query i, every layer."""
-        return (self.pairing,)
+        return () if self.all_losses_off() else (self.pairing,)
 
     def loss(
         self,
@@ -103,6 +106,8 @@ class FixedMatchKD(DistillComponent):
         pairs: SolvedPairings,
     ) -> Dict[str, Tensor]:
         """Pair losses of every student layer, keys ``{prefix}.d{l}.{loss}``."""
+        if self.all_losses_off():
+            return {}
         img_metas = [s.metainfo for s in batch_data_samples]
         student = (student_out, TEACHER_QUERY_GROUP)
         return self.keyed(

@@ -5,7 +5,7 @@ the teacher is.
 """
 
 import dataclasses
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, FrozenSet, List, Optional, Tuple
 
 from mmdet.registry import MODELS
 from mmdet.structures import SampleList
@@ -24,7 +24,7 @@ from ..common import (
 from ..task_modules.pairing import PairingRequest, Pairs, SolvedPairings, index_pairing
 from .base_component import DistillComponent
 from .fixed_match_kd import check_same_query_format, teacher_query_group
-from .pair_losses import build_pair_losses, pair_losses_by_layer, uses_attention
+from .pair_losses import attention_kinds, build_pair_losses, pair_losses_by_layer
 
 BOX_LOSSES = ('loss_bbox', 'loss_iou')
 BOX_WEIGHTINGS = ('uniform', 'teacher_confidence')
@@ -123,17 +123,20 @@ class InitialQueryKD(DistillComponent):
         check_same_query_format(student, teacher, self)
         super().bind(student, teacher)
 
-    def records_attention(self) -> bool:
-        return uses_attention(self.losses)
+    def attention_kinds(self) -> FrozenSet[str]:
+        return attention_kinds(self.losses)
+
+    def all_losses_off(self) -> bool:
+        return not (self.losses or self.box_losses)
 
     def query_groups(
         self, teacher_out: DecoderOutputs, batch_data_samples: SampleList
     ) -> List[QueryGroup]:
-        return [teacher_query_group(teacher_out, self.student)]
+        return [] if self.all_losses_off() else [teacher_query_group(teacher_out, self.student)]
 
     def pairings(self) -> Tuple[PairingRequest, ...]:
         """Query i of the teacher-query group with teacher query i, every layer."""
-        return (self.pairing,)
+        return () if self.all_losses_off() else (self.pairing,)
 
     def loss(
         self,
@@ -144,6 +147,8 @@ class InitialQueryKD(DistillComponent):
     ) -> Dict[str, Tensor]:
         """Class (and attention) pair losses, then the weighted box losses, keys
         ``{prefix}.d{l}.{loss}``."""
+        if self.all_losses_off():
+            return {}
         img_metas = [s.metainfo for s in batch_data_samples]
         solved = pairs[self.pairing]
         # targets only, even where the teacher ran with autograd on

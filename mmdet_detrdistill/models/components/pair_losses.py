@@ -4,14 +4,14 @@ Losses between paired student and teacher queries of one decoder layer (also use
 DETRDistill's logits KD and OD-DETR's initial-query constraint).
 """
 
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, FrozenSet, List, Optional, Tuple
 
 from mmdet.registry import MODELS
 from mmdet.structures.bbox import bbox_cxcywh_to_xyxy
 from torch import Tensor, nn
 
 from ..common import OWN_GROUP, DecoderOutputs, gather_queries, pixel_scale
-from ..layers.attention_maps import kept_self_attention
+from ..layers.attention_maps import renormalise_rows
 from ..losses.attention_map_distill_loss import REF_CROSS_ATTN_KEYS, REF_SELF_ATTN_KEYS
 from ..task_modules.pairing import Pairs, SolvedPairing
 
@@ -37,7 +37,8 @@ def merge_loss_cfg(default: Optional[dict], override: Any, key: str) -> Optional
 
     ``None`` switches the loss off; a dict without ``type`` (or with the default's ``type``)
     updates the default's arguments (``dict(loss_weight=2.0)`` keeps the default loss and its
-    other arguments); a dict with another ``type`` replaces it.
+    other arguments); a dict with another ``type`` replaces it. (A zero ``loss_weight``
+    switches it off too: :func:`build_pair_losses` builds no module for it, :func:`is_off`.)
 
     Raises:
         TypeError: ``override`` is neither a dict nor None (``key`` names it).
@@ -58,7 +59,8 @@ def merge_loss_cfg(default: Optional[dict], override: Any, key: str) -> Optional
 
 
 def build_pair_losses(cfg: Optional[dict], defaults: dict, key: str) -> nn.ModuleDict:
-    """Loss modules: each entry of ``cfg`` merged over its default (:func:`merge_loss_cfg`).
+    """Loss modules: each entry of ``cfg`` merged over its default (:func:`merge_loss_cfg`);
+    none for a loss switched off (``None`` or a zero ``loss_weight``, :func:`is_off`).
 
     Raises:
         KeyError: ``cfg`` names a loss that does not exist (``key`` is the
@@ -77,12 +79,22 @@ def build_pair_losses(cfg: Optional[dict], defaults: dict, key: str) -> nn.Modul
         else defaults[name]
         for name in {**defaults, **cfg}
     }
-    return nn.ModuleDict({k: MODELS.build(v) for k, v in merged.items() if v is not None})
+    return nn.ModuleDict({k: MODELS.build(v) for k, v in merged.items() if not is_off(v)})
 
 
-def uses_attention(loss_fns: nn.ModuleDict) -> bool:
-    """Whether any attention-map loss is on."""
-    return bool(set(loss_fns) & set(ATTENTION_LOSSES))
+def is_off(cfg: Optional[dict]) -> bool:
+    """Whether a merged loss config switches its loss off: ``None``, or a zero
+    ``loss_weight`` (its value would be 0 whatever it reads: not computed)."""
+    return cfg is None or cfg.get('loss_weight', 1.0) == 0
+
+
+#: the attention kind (``DecoderOutputs.attn``) each attention loss reads
+ATTENTION_KINDS = dict(loss_self_attn='self', loss_cross_attn='cross')
+
+
+def attention_kinds(loss_fns: nn.ModuleDict) -> FrozenSet[str]:
+    """The attention kinds (``'self'``, ``'cross'``) the losses in ``loss_fns`` read."""
+    return frozenset(kind for name, kind in ATTENTION_KINDS.items() if name in loss_fns)
 
 
 def pair_losses_by_layer(
@@ -130,9 +142,10 @@ def pair_losses(
         probabilities), boxes (L1 on normalised cxcywh, GIoU on pixel xyxy,
         both averaged over pairs), self-attention among the matched queries
         (each side's block renormalised over its matched queries,
-        :func:`kept_self_attention`: a teacher with more queries than pairs
+        :func:`renormalise_rows`: a teacher with more queries than pairs
         spreads weight over queries the student does not have) and their
-        cross-attention, both reordered by the match.
+        cross-attention, both reordered by the match. Only the matched
+        queries' rows of the maps are formed (``DecoderOutputs.self_attn_block``).
     """
     (s_out, group, s_l), (t_out, t_l) = student, teacher
     s_idx, t_idx = pairs
@@ -155,12 +168,12 @@ def pair_losses(
         )
     if 'loss_self_attn' in loss_fns:
         out['loss_self_attn'] = loss_fns['loss_self_attn'](
-            kept_self_attention(s_out.self_attn(group, s_l), s_idx),
-            kept_self_attention(t_out.self_attn(OWN_GROUP, t_l), t_idx),
+            renormalise_rows(s_out.self_attn_block(group, s_l, s_idx)),  # (bs, K, K)
+            renormalise_rows(t_out.self_attn_block(OWN_GROUP, t_l, t_idx)),
         )
     if 'loss_cross_attn' in loss_fns:
         out['loss_cross_attn'] = loss_fns['loss_cross_attn'](
-            gather_queries(s_out.cross_attn(group, s_l), s_idx),
-            gather_queries(t_out.cross_attn(OWN_GROUP, t_l), t_idx),
+            s_out.cross_attn_rows(group, s_l, s_idx),  # (bs, K, keys)
+            t_out.cross_attn_rows(OWN_GROUP, t_l, t_idx),
         )
     return out

@@ -1,6 +1,6 @@
 """DINO whose decoder can run extra, isolated query groups next to its denoising queries."""
 
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 from mmdet.models.detectors import DINO
@@ -11,12 +11,13 @@ from torch import Tensor, nn
 
 from ..common import OWN_GROUP, QueryGroup, gather_queries
 from ..layers import (
+    FoldedGroupLayout,
     GroupDinoTransformerDecoder,
     build_dino_self_attn_mask,
     concat_groups,
     group_slices,
 )
-from .query_group_mixin import QueryGroupMixin
+from .query_group_mixin import QueryGroupMixin, num_equal_leading_groups
 
 
 @MODELS.register_module()
@@ -49,11 +50,14 @@ class GroupDINO(QueryGroupMixin, DINO):
     group (matching, distillation, the student's matching losses) sees the
     matching queries only; the DN queries' outputs are ``[:d]`` of the head
     outputs, for mmdet's DN losses (``dn_meta['num_denoising_queries']`` = d).
-    One mask keeps them all apart (:func:`build_dino_self_attn_mask`): the DN
+    The mask of :func:`build_dino_self_attn_mask` keeps them all apart: the DN
     part and the own group are exactly mmdet's, the extra groups see only
-    themselves. With DN queries (train mode) the groups run under that mask,
-    never folded; without them (eval mode: a teacher) equal groups fold as in
-    the other families.
+    themselves. With DN queries (train mode) its blocks run as separate calls
+    (:meth:`denoising_group_layout`): DN + own in one call under mmdet's
+    ``dn_mask``, as mmdet's DINO runs them, then the extra groups, folded
+    into the batch axis where equal, the others a tail under their own mask.
+    Without DN queries (eval mode: a teacher) equal groups fold, own group
+    included, as in the other families.
 
     Inference (``predict``/``_forward``) and training without groups are
     mmdet's DINO; the decoder is :class:`GroupDinoTransformerDecoder` (same
@@ -84,7 +88,6 @@ class GroupDINO(QueryGroupMixin, DINO):
         img_feats: Tuple[Tensor],
         batch_data_samples: OptSampleList,
         groups: Sequence[QueryGroup] = (),
-        fold_with_tail: bool = True,
     ) -> Tuple[Dict, Dict[str, slice], QueryGroup]:
         """mmdet's ``DINO.forward_transformer`` (copied: no hook between
         ``pre_decoder`` and the decoder) with extra query groups after the
@@ -113,8 +116,12 @@ class GroupDINO(QueryGroupMixin, DINO):
         }
         if groups:
             decoder_inputs = self.merge_query_groups(decoder_inputs, all_groups)
-            layout = self.folded_group_layout(all_groups, fold_with_tail)
-            if layout is not None:  # eval mode only: no DN queries, no mask
+            dn_mask = decoder_inputs['dn_mask']
+            if dn_mask is None:  # eval mode: no DN queries
+                layout = self.folded_group_layout(all_groups)
+            else:
+                layout = self.denoising_group_layout(dn_mask, all_groups)
+            if layout is not None:  # the layout replaces the mask
                 decoder_inputs.update(dn_mask=None, group_layout=layout)
             else:
                 num_heads = self.decoder.layers[0].self_attn.num_heads
@@ -124,8 +131,42 @@ class GroupDINO(QueryGroupMixin, DINO):
         head_inputs.update(self.forward_decoder(**decoder_inputs))
         return head_inputs, slices, own
 
+    def denoising_group_layout(
+        self, dn_mask: Tensor, groups: Sequence[QueryGroup]
+    ) -> Optional[FoldedGroupLayout]:
+        """The layout of DN queries and ``groups`` (own first), or None to mask.
+
+        The DN queries and the own group lead, in one call under ``dn_mask``
+        (mmdet's call); the extra groups follow, folded as far as they are of
+        one size and unpadded, the rest a tail under its own mask (see
+        :mod:`..layers.dino_self_attn_mask`). Every group is thus alone in its
+        call or batch row: the mask's blocks, without the masked scores.
+
+        Args:
+            dn_mask (Tensor): mmdet's mask over the DN queries and the own
+                group, bool (d + n0, d + n0).
+            groups (Sequence[QueryGroup]): All groups, in query-axis order.
+
+        Returns:
+            FoldedGroupLayout, optional: None (one call under the whole mask)
+            with ``fold_group_self_attention`` off.
+        """
+        if not self.can_fold_self_attention():
+            return None
+        extra = groups[1:]
+        folded = num_equal_leading_groups(extra)
+        tail = extra[folded:]
+        return FoldedGroupLayout(
+            folded,
+            tail_queries=sum(g.num_queries for g in tail),
+            tail_mask=self.group_self_attn_mask(tail) if tail else None,
+            lead_queries=dn_mask.shape[-1],
+            lead_mask=dn_mask,
+        )
+
     def num_folded_groups(self, groups: Sequence[QueryGroup]) -> int:
-        """0 in train mode (DN queries present: the masked path runs), else
+        """0 in train mode (DN queries present: the own group runs with them,
+        never folded, see :meth:`denoising_group_layout`), else
         :meth:`QueryGroupMixin.num_folded_groups`."""
         return 0 if self.training else super().num_folded_groups(groups)
 

@@ -15,6 +15,16 @@ from ..layers import (
 )
 
 
+def num_equal_leading_groups(groups: Sequence[QueryGroup]) -> int:
+    """How many leading ``groups`` have the first group's size, none padded."""
+    count = 0
+    for group in groups:
+        if group.num_queries != groups[0].num_queries or group.valid is not None:
+            break
+        count += 1
+    return count
+
+
 class QueryGroupMixin:
     """Query-group support for an mmdet ``DetectionTransformer`` subclass.
 
@@ -46,7 +56,6 @@ class QueryGroupMixin:
         img_feats: Tuple[Tensor],
         batch_data_samples: OptSampleList,
         groups: Sequence[QueryGroup] = (),
-        fold_with_tail: bool = True,
     ) -> Tuple[Dict, Dict[str, slice], QueryGroup]:
         """``forward_transformer`` with extra query groups.
 
@@ -56,16 +65,10 @@ class QueryGroupMixin:
         How the groups are kept apart in self-attention (same outputs, see
         :mod:`..layers.folded_self_attention`), passed to ``forward_decoder``
         as an argument: all groups equal and unpadded are folded into the
-        batch axis; equal leading groups followed by others
-        (``fold_with_tail``) are folded, and the others run in a second call
-        under their own mask (``group_layout``, a :class:`FoldedGroupLayout`);
-        otherwise one call runs under the block-diagonal mask of all groups
-        (``self_attn_mask``).
-
-        Args:
-            fold_with_tail (bool): Allow the folded-head-plus-tail layout. Off
-                while attention maps are recorded (a recorder keeps one map
-                per layer and call). Defaults to True.
+        batch axis; equal leading groups followed by others are folded, and
+        the others run in a second call under their own mask
+        (``group_layout``, a :class:`FoldedGroupLayout`); otherwise one call
+        runs under the block-diagonal mask of all groups (``self_attn_mask``).
 
         Returns:
             tuple[dict, dict[str, slice], QueryGroup]: The head inputs for all
@@ -83,7 +86,7 @@ class QueryGroupMixin:
         slices = group_slices([g.name for g in all_groups], [g.num_queries for g in all_groups])
         if groups:
             decoder_inputs = self.merge_query_groups(decoder_inputs, all_groups)
-            layout = self.folded_group_layout(all_groups, fold_with_tail)
+            layout = self.folded_group_layout(all_groups)
             if layout is not None:
                 decoder_inputs['group_layout'] = layout
             else:
@@ -91,18 +94,12 @@ class QueryGroupMixin:
         head_inputs.update(self.forward_decoder(**decoder_inputs))
         return head_inputs, slices, own
 
-    def folded_group_layout(
-        self, groups: Sequence[QueryGroup], with_tail: bool = True
-    ) -> Optional[FoldedGroupLayout]:
-        """The folded layout of ``groups`` (own group first), or None to mask.
-
-        Args:
-            groups (Sequence[QueryGroup]): All groups, in query-axis order.
-            with_tail (bool): Allow groups after the folded ones (a tail run
-                under its own mask). Defaults to True.
-        """
+    def folded_group_layout(self, groups: Sequence[QueryGroup]) -> Optional[FoldedGroupLayout]:
+        """The folded layout of ``groups`` (own group first, in query-axis
+        order; the groups after the folded ones a tail, run under its own
+        mask), or None to mask."""
         folded = self.num_folded_groups(groups)
-        if not folded or (folded < len(groups) and not with_tail):
+        if not folded:
             return None
         tail = groups[folded:]
         return FoldedGroupLayout(
@@ -127,16 +124,16 @@ class QueryGroupMixin:
         of the first group's size, none padded, if it has two or more and
         the modules are batch-first with ``fold_group_self_attention`` on;
         0 otherwise."""
-        if not self.fold_group_self_attention or not groups:
+        if not self.can_fold_self_attention():
             return 0
-        if not all(can_fold(m) for m in self.decoder_attention_modules()['self']):
-            return 0
-        count = 0
-        for group in groups:
-            if group.num_queries != groups[0].num_queries or group.valid is not None:
-                break
-            count += 1
+        count = num_equal_leading_groups(groups)
         return count if count > 1 else 0
+
+    def can_fold_self_attention(self) -> bool:
+        """Whether the decoder may fold groups: ``fold_group_self_attention``
+        on and every self-attention module batch-first."""
+        modules = self.decoder_attention_modules()['self']
+        return self.fold_group_self_attention and all(can_fold(m) for m in modules)
 
     def folds_self_attention(self, groups: Sequence[QueryGroup]) -> bool:
         """Whether *all* ``groups`` (own group first) run their self-attention

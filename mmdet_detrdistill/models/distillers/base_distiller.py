@@ -1,7 +1,7 @@
 """Base class of DETR distillers: a trainable student and a frozen teacher."""
 
 from contextlib import nullcontext
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Collection, Dict, FrozenSet, List, Optional, Sequence, Tuple, Union
 
 import torch
 from mmdet.models.detectors.base import BaseDetector
@@ -16,7 +16,7 @@ from ...utils.paths import expand_user_path
 from ..common import OWN_GROUP, DecoderOutputs, QueryGroup
 from ..components.config_keys import COMPONENTS_EXAMPLE, ComponentKeys, require_dict
 from ..detectors import QueryGroupMixin, to_group_detector_cfg
-from ..layers import AttentionRecorder
+from ..layers import AttentionRecorder, group_blocks
 from ..task_modules import RecordingAssigner, layer_match_instability
 from ..task_modules.pairing import solve_pairings
 from .components_builder import build_components, unique_query_groups
@@ -60,8 +60,9 @@ class DETRDistillerBase(BaseDetector):
           |
           +--> teacher (eval, no grad) ----------------------> teacher_out: DecoderOutputs
           |      decoder_outputs(teacher, groups=())             (per-layer logits, boxes,
-          |                                                       own queries, attention maps
-          |                                                       if a component asks)
+          |                                                       own queries, attention
+          |                                                       records of the kinds a
+          |                                                       loss reads: attention_kinds)
           |                                                             |
           |    extra_query_groups(teacher_out)  <------------------------+
           |      each component's query_groups(), deduplicated          |
@@ -264,14 +265,14 @@ class DETRDistillerBase(BaseDetector):
         once per distinct request (:func:`solve_pairings`) and passed to their ``loss``.
         """
         self.load_teacher_weights()  # no-op once loaded (init_weights does it in a Runner)
-        record = self.records_attention()
+        kinds = self.attention_kinds()
         with torch.no_grad():
             teacher_out = self.decoder_outputs(
-                self.teacher, batch_inputs, batch_data_samples, (), record
+                self.teacher, batch_inputs, batch_data_samples, (), kinds
             )
         groups = self.extra_query_groups(teacher_out, batch_data_samples)
         student_out = self.decoder_outputs(
-            self.student, batch_inputs, batch_data_samples, groups, record
+            self.student, batch_inputs, batch_data_samples, groups, kinds
         )
         losses = self.student_gt_loss(student_out, batch_data_samples, teacher_out)
         img_metas = [s.metainfo for s in batch_data_samples]
@@ -293,28 +294,33 @@ class DETRDistillerBase(BaseDetector):
         batch_inputs: Tensor,
         batch_data_samples: SampleList,
         groups: Sequence[QueryGroup],
-        record_attention: bool,
+        attention_kinds: Collection[str] = (),
     ) -> DecoderOutputs:
         """Run ``model`` with ``groups``; return its per-layer predictions.
 
-        With ``record_attention``, the :class:`AttentionRecorder` (observation
-        only) keeps one map per layer, so a layout with a tail runs under one
-        mask instead (``fold_with_tail=False``): all groups folded or none.
+        The :class:`AttentionRecorder` (observation only) records the kinds of
+        ``attention_kinds`` (``'self'``, ``'cross'``), one record per layer and
+        call; a layer's self-attention may run in several calls (a lead, folded
+        groups, a tail), and each group's block is looked up in its call
+        (:func:`group_blocks`).
         """
         feats = model.extract_feat(batch_inputs)
-        recorder = AttentionRecorder(model.decoder_attention_modules())
-        with recorder if record_attention else nullcontext():
+        kinds = set(attention_kinds)
+        modules = {k: m for k, m in model.decoder_attention_modules().items() if k in kinds}
+        recorder = AttentionRecorder(modules)
+        with recorder if modules else nullcontext():
             head_inputs, slices, own = model.forward_transformer_with_groups(
-                feats, batch_data_samples, groups, fold_with_tail=not record_attention
+                feats, batch_data_samples, groups
             )
         cls_scores, bbox_preds = model.bbox_head(
             head_inputs['hidden_states'], head_inputs['references']
         )
-        attn = recorder.maps if record_attention else {}
-        if attn and model.folds_self_attention([own, *groups]):
-            # folded self-attention recorded (bs * G, n, n): per-group maps (bs, G, n, n)
+        attn = {}
+        if 'self' in modules:
             bs = batch_inputs.shape[0]
-            attn['self'] = [m.view(bs, len(slices), *m.shape[1:]) for m in attn['self']]
+            attn['self'] = [group_blocks(calls, slices, bs) for calls in recorder.records['self']]
+        if 'cross' in modules:
+            attn['cross'] = [recorder.record('cross', i) for i in range(len(modules['cross']))]
         by_name = {g.name: g for g in groups}
         return DecoderOutputs(
             cls_scores, bbox_preds, slices, own, attn, head_inputs, feats, groups=by_name
@@ -382,9 +388,10 @@ class DETRDistillerBase(BaseDetector):
         return losses
 
     # -- what the components define --
-    def records_attention(self) -> bool:
-        """Whether attention maps are needed (recording costs memory)."""
-        return any(c.records_attention() for c in self.components.values())
+    def attention_kinds(self) -> FrozenSet[str]:
+        """The kinds of attention maps a component's loss reads (``'self'``,
+        ``'cross'``): only those are recorded (recording costs memory)."""
+        return frozenset().union(*(c.attention_kinds() for c in self.components.values()))
 
     def extra_query_groups(
         self, teacher_out: DecoderOutputs, batch_data_samples: SampleList

@@ -10,6 +10,7 @@ from .folded_self_attention import (
     folded_self_attention,
     unfold_groups,
 )
+from .group_attention_blocks import GroupBlock, group_blocks
 from .group_conditional_detr_decoder import (
     GroupConditionalDetrTransformerDecoder,
     GroupConditionalDetrTransformerDecoderLayer,
@@ -34,6 +35,7 @@ from .query_groups import (
 __all__ = [
     'AttentionRecorder',
     'FoldedGroupLayout',
+    'GroupBlock',
     'GroupConditionalDetrTransformerDecoder',
     'GroupConditionalDetrTransformerDecoderLayer',
     'GroupDABDetrTransformerDecoder',
@@ -48,6 +50,7 @@ __all__ = [
     'can_fold',
     'concat_groups',
     'fold_groups',
+    'group_blocks',
     'folded_self_attention',
     'group_slices',
     'split_groups',

@@ -1,36 +1,36 @@
-"""Head-averaged attention maps of mmdet's three kinds of decoder attention.
+"""What mmdet's three kinds of decoder attention compute, read from a forward hook's inputs.
 
-Each function returns maps of shape (bs, num_queries, num_keys), computed
-*before* dropout (a student in train mode would otherwise see dropped maps),
-from the inputs a forward hook sees. They never change the module's output.
+The functions here take what a hook sees and return the per-head pieces of the
+head-averaged attention map ``A`` (pre-dropout: a student in train mode would
+otherwise see dropped weights); :mod:`.attention_records` keeps them and forms
+rows of ``A`` when the losses know which queries they need. They never change
+the module's output.
 
-* ``ConditionalAttention`` (Conditional DETR, DAB-DETR): its softmax weights
-  are the input of its ``attn_drop`` module.
-* mmcv ``MultiheadAttention`` (Deformable DETR self-attention): torch only
-  returns post-dropout weights, so they are recomputed with
-  ``F.multi_head_attention_forward`` in inference mode from the same inputs.
-* ``MultiScaleDeformableAttention`` (Deformable DETR cross-attention) has no
-  dense map: each query reads ``heads x levels x points`` bilinear samples
-  with softmax weights. Its map here is the *sampling density*: every
-  sample's weight splatted bilinearly at its location onto one feature grid,
-  averaged over heads, so each row sums to 1 (less the mass sampled outside
-  the image). The grid is the stride-32 (C5) level in mmdet's 4-level
-  set-up, the grid Conditional and DAB-DETR attend over, so the maps are
-  dense, comparable across layers and differentiable in both the weights and
-  the sampling offsets.
+* ``ConditionalAttention`` (Conditional DETR, DAB-DETR): its per-head softmax
+  weights are the input of its ``attn_drop`` module (nothing to compute).
+* mmcv ``MultiheadAttention`` (Deformable DETR, DINO self-attention): torch
+  returns no pre-dropout weights, so :func:`multihead_query_key` recomputes
+  the per-head queries and keys, and the masks, of ``F.multi_head_attention_forward``
+  from the same inputs: ``A = mean_h softmax(q_h k_h^T / sqrt(d_h) + mask)``.
+* ``MultiScaleDeformableAttention`` (Deformable DETR, DINO cross-attention) has
+  no dense map: each query reads ``heads x levels x points`` bilinear samples
+  with softmax weights (:func:`deformable_sampling`). Its map is the *sampling
+  density* (:func:`splat_density`): every sample's weight splatted bilinearly
+  at its location onto one feature grid, averaged over heads, so each row sums
+  to 1 (less the mass sampled outside the image). The grid is the stride-32
+  (C5) level in mmdet's 4-level set-up (:func:`density_grid`), the grid
+  Conditional and DAB-DETR attend over, so the maps are dense, comparable
+  across layers and differentiable in both the weights and the sampling offsets.
 
-:func:`kept_self_attention` takes the block of a self-attention map among the
-queries a distillation keeps, renormalised over them (what D3ETR's
-self-attention loss compares).
+:func:`renormalise_rows` rescales the block of a self-attention map among the
+queries a distillation keeps (what D3ETR's self-attention loss compares).
 """
 
-from typing import Tuple
+from typing import Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-
-from ..common import gather_square
 
 # level whose grid the deformable sampling density is drawn on (C5 of C3-C5 + extra)
 DEFORMABLE_MAP_LEVEL = 2
@@ -40,39 +40,41 @@ DEFORMABLE_MAP_LEVEL = 2
 ROW_SUM_EPS = 1e-12
 
 
-def conditional_attention_map(weights: Tensor, num_heads: int) -> Tensor:
-    """(bs * heads, nq, nk) softmax weights -> head average (bs, nq, nk)."""
-    n, q, k = weights.shape
-    return weights.view(n // num_heads, num_heads, q, k).mean(1)
+def multihead_query_key(
+    mha: nn.MultiheadAttention, args: tuple, kwargs: dict
+) -> Tuple[Tensor, Tensor, Optional[Tensor], Optional[Tensor]]:
+    """Per-head queries and keys, and the masks, of a ``nn.MultiheadAttention`` call.
 
+    As ``F.multi_head_attention_forward`` forms them: ``q_h = (x W_q + b_q)_h / sqrt(d_h)``,
+    ``k_h = (y W_k + b_k)_h``, so that head h's scores are ``q_h k_h^T``.
 
-def multihead_attention_map(mha: nn.MultiheadAttention, args: tuple, kwargs: dict) -> Tensor:
-    """Pre-dropout, head-averaged weights of a ``nn.MultiheadAttention`` call."""
-    names = ('query', 'key', 'value')
-    query, key, value = (kwargs[n] if n in kwargs else args[i] for i, n in enumerate(names))
-    if mha.batch_first:
-        query, key, value = (x.transpose(0, 1) for x in (query, key, value))
-    _, weights = F.multi_head_attention_forward(
-        query,
-        key,
-        value,
-        mha.embed_dim,
-        mha.num_heads,
-        mha.in_proj_weight,
-        mha.in_proj_bias,
-        mha.bias_k,
-        mha.bias_v,
-        mha.add_zero_attn,
-        0.0,
-        mha.out_proj.weight,
-        mha.out_proj.bias,
-        training=False,
-        key_padding_mask=kwargs.get('key_padding_mask'),
-        need_weights=True,
-        attn_mask=kwargs.get('attn_mask'),
-        average_attn_weights=True,
-    )
-    return weights  # (bs, nq, nk)
+    Returns:
+        tuple: ``q`` (bs, heads, nq, d_h) scaled; ``k`` (bs, heads, nk, d_h);
+        ``attn_mask`` as (1, 1, nq, nk) or (bs, heads, nq, nk) and
+        ``key_padding_mask`` as (bs, 1, 1, nk), each bool (``True`` = masked)
+        or float (added to the scores), or None. Views: no mask is copied.
+    """
+    if mha.bias_k is not None or mha.add_zero_attn or not mha._qkv_same_embed_dim:
+        raise NotImplementedError(
+            'recording attention maps of nn.MultiheadAttention needs packed q/k/v projections '
+            'without bias_k/bias_v or add_zero_attn (as mmcv builds it)'
+        )
+    names = ('query', 'key')
+    query, key = (kwargs[n] if n in kwargs else args[i] for i, n in enumerate(names))
+    if not mha.batch_first:
+        query, key = query.transpose(0, 1), key.transpose(0, 1)  # (bs, n, dim)
+    (bs, nq, dim), nk, heads = query.shape, key.shape[1], mha.num_heads
+    w_q, w_k, _ = mha.in_proj_weight.chunk(3)
+    b_q, b_k, _ = (None,) * 3 if mha.in_proj_bias is None else mha.in_proj_bias.chunk(3)
+    q = F.linear(query, w_q, b_q).view(bs, nq, heads, dim // heads).transpose(1, 2)
+    k = F.linear(key, w_k, b_k).view(bs, nk, heads, dim // heads).transpose(1, 2)
+    attn_mask, padding = kwargs.get('attn_mask'), kwargs.get('key_padding_mask')
+    if attn_mask is not None:  # (nq, nk) or (bs * heads, nq, nk), image-major
+        batch = (1, 1) if attn_mask.dim() == 2 else (bs, heads)
+        attn_mask = attn_mask.view(*batch, nq, nk)
+    if padding is not None:
+        padding = padding.view(bs, 1, 1, nk)
+    return q * (dim // heads) ** -0.5, k, attn_mask, padding
 
 
 def deformable_sampling(attn: nn.Module, kwargs: dict) -> Tuple[Tensor, Tensor]:
@@ -93,6 +95,13 @@ def deformable_sampling(attn: nn.Module, kwargs: dict) -> Tuple[Tensor, Tensor]:
     else:
         locations = ref[:, :, None, :, None, :2] + offsets / pt * ref[:, :, None, :, None, 2:] * 0.5
     return locations, weights
+
+
+def density_grid(spatial_shapes: Tensor) -> Tuple[int, int]:
+    """(H, W) of the level the sampling density is drawn on (:data:`DEFORMABLE_MAP_LEVEL`,
+    or the last level of fewer)."""
+    level = min(DEFORMABLE_MAP_LEVEL, spatial_shapes.shape[0] - 1)
+    return int(spatial_shapes[level, 0]), int(spatial_shapes[level, 1])
 
 
 def splat_density(locations: Tensor, weights: Tensor, grid_hw: Tuple[int, int]) -> Tensor:
@@ -127,20 +136,19 @@ def splat_density(locations: Tensor, weights: Tensor, grid_hw: Tuple[int, int]) 
     return density / heads
 
 
-def deformable_attention_map(attn: nn.Module, kwargs: dict) -> Tensor:
-    """Sampling density of a ``MultiScaleDeformableAttention`` call, (bs, nq, H*W)."""
-    locations, weights = deformable_sampling(attn, kwargs)
-    shapes = kwargs['spatial_shapes']
-    level = min(DEFORMABLE_MAP_LEVEL, shapes.shape[0] - 1)
-    grid_hw = (int(shapes[level, 0]), int(shapes[level, 1]))
-    return splat_density(locations.float(), weights.float(), grid_hw)  # fp32 under autocast
-
-
 def renormalise_rows(block: Tensor, eps: float = ROW_SUM_EPS) -> Tensor:
     """Rows of an attention block rescaled to sum to 1, in fp32.
 
     ``out[b, i, j] = A[b, i, j] / max(sum_k A[b, i, k], eps)``; a row that
     already sums to 1 is unchanged, a row of zeros stays zero.
+
+    D3ETR's self-attention loss compares the block among the K kept
+    (matched) queries of a model with N queries, ``A[b, idx[b, i], idx[b, j]]``,
+    renormalised so: the attention a query would pay if the other N - K
+    queries were not there. Two maps that agree on the kept queries up to that
+    scale (a 900-query teacher and the 300 student queries matched to 300 of
+    its queries) thus give equal blocks, whatever either model attends to
+    besides. With K = N (every query kept) it changes nothing.
 
     Args:
         block (Tensor): Non-negative attention weights, (bs, K, K').
@@ -151,34 +159,3 @@ def renormalise_rows(block: Tensor, eps: float = ROW_SUM_EPS) -> Tensor:
     """
     block = block.float()
     return block / block.sum(-1, keepdim=True).clamp_min(eps)
-
-
-def kept_self_attention(attn: Tensor, idx: Tensor, eps: float = ROW_SUM_EPS) -> Tensor:
-    """Self-attention among the kept queries ``idx``, renormalised over them.
-
-    A model with N queries, of which K are kept (matched to the other
-    model's), attends from each kept query over all N; the K x K block among
-    the kept ones, reordered by ``idx``, is renormalised so that each row sums
-    to 1 over the kept keys::
-
-        out[b, i, j] = A[b, idx[b, i], idx[b, j]] / max(sum_k A[b, idx[b, i], idx[b, k]], eps)
-
-    i.e. the attention the query would pay if the other N - K queries were
-    not there. Two maps that agree on the kept queries up to that scale (a
-    900-query teacher and the 300 student queries matched to 300 of its
-    queries) thus give equal blocks, whatever either model attends to besides.
-    When K = N (every query kept, as in fixed matching or an adaptive matching
-    of equal query counts) the block is a reordering of the whole map and the
-    renormalisation changes nothing.
-
-    Args:
-        attn (Tensor): Head-averaged softmax weights, (bs, N, N).
-        idx (Tensor): Kept query indices per image, (bs, K), distinct.
-        eps (float): Floor of the row sums (:func:`renormalise_rows`).
-            Defaults to :data:`ROW_SUM_EPS`.
-
-    Returns:
-        Tensor: (bs, K, K) float32, rows summing to 1 (0 for a row with no
-        weight on the kept queries).
-    """
-    return renormalise_rows(gather_square(attn, idx), eps)

@@ -1,16 +1,22 @@
-"""Record decoder attention maps through forward hooks on module instances.
+"""Record decoder attention through forward hooks on module instances.
 
 This recorder is the package's one use of forward hooks, and it only
 observes: it reads inputs and never changes what a module returns. No mmdet
 class is changed: hooks are registered on the instances of one model for the
 duration of a ``with`` block and removed afterwards, so the same classes used
-elsewhere (and the exported student) behave exactly as in mmdet. How each kind
-of attention yields its map: see :mod:`.attention_maps`.
+elsewhere (and the exported student) behave exactly as in mmdet.
 
-A map is kept per layer and module call as the module saw it: self-attention
-run folded by query group (:mod:`.folded_self_attention`) is recorded in its
-folded layout, (bs * G, n, n); ``DETRDistillerBase.decoder_outputs`` views it
-as (bs, G, n, n).
+What it keeps per layer is an :class:`~.attention_records.AttentionRecord`, not a
+map: what any rows of the head-averaged map need (per-head weights the module
+keeps anyway, queries and keys, or sampling points; :mod:`.attention_maps` reads
+them from the hook's inputs), so that the losses form only the rows, and
+blocks, of the queries they keep, once the pairs are known.
+
+A record is kept per layer and module call, as the module saw the call: a
+layer whose self-attention runs its query groups in several calls
+(:mod:`.folded_self_attention`: a lead, folded groups, a tail) has several
+records, in call order, the folded one in its folded layout, (bs * G, n, n);
+:func:`.group_attention_blocks.group_blocks` finds each group's block among them.
 """
 
 from typing import Callable, Dict, List, Sequence
@@ -18,23 +24,27 @@ from typing import Callable, Dict, List, Sequence
 from mmcv.cnn.bricks.transformer import MultiheadAttention
 from mmcv.ops import MultiScaleDeformableAttention
 from mmdet.models.layers.transformer.utils import ConditionalAttention
-from torch import Tensor, nn
+from torch import nn
 
-from .attention_maps import (
-    conditional_attention_map,
-    deformable_attention_map,
-    multihead_attention_map,
+from .attention_records import (
+    AttentionRecord,
+    AttentionWeights,
+    QueryKeyProduct,
+    SamplingDensity,
 )
 
 
 class AttentionRecorder:
-    """Collect head-averaged attention maps of several attention modules.
+    """Collect records of the head-averaged attention maps of several attention modules.
 
     Use as a context manager::
 
         with AttentionRecorder({'self': [...], 'cross': [...]}) as rec:
             model(...)
-        rec.maps['self'][layer]  # (bs, num_queries, num_keys)
+        rec.records['self'][layer]  # records of the layer's calls, in call order
+        rec.record('self', layer)  # the one record of a layer called once, standing
+                                   # for the map (bs, num_queries, num_keys)
+        rec.record('self', layer).rows(idx, idx)  # (bs, K, K) among queries idx (bs, K)
 
     Args:
         modules (dict[str, Sequence[nn.Module]]): For each kind of attention
@@ -45,11 +55,11 @@ class AttentionRecorder:
 
     def __init__(self, modules: Dict[str, Sequence[nn.Module]]) -> None:
         self.modules = modules
-        self.maps: Dict[str, List[Tensor]] = {}
+        self.records: Dict[str, List[List[AttentionRecord]]] = {}
         self._handles: list = []
 
     def __enter__(self) -> 'AttentionRecorder':
-        self.maps = {kind: [None] * len(mods) for kind, mods in self.modules.items()}
+        self.records = {kind: [[] for _ in mods] for kind, mods in self.modules.items()}
         for kind, mods in self.modules.items():
             for layer, attn in enumerate(mods):
                 self._handles.append(self._hook(attn, self._sink(kind, layer)))
@@ -60,27 +70,35 @@ class AttentionRecorder:
             handle.remove()
         self._handles = []
 
-    def _sink(self, kind: str, layer: int) -> Callable[[Tensor], None]:
-        def store(attn_map: Tensor) -> None:
-            self.maps[kind][layer] = attn_map
+    def record(self, kind: str, layer: int) -> AttentionRecord:
+        """The record of a layer whose module of ``kind`` ran once.
 
-        return store
+        Raises:
+            ValueError: It ran another number of times (see :attr:`records`).
+        """
+        calls = self.records[kind][layer]
+        if len(calls) != 1:
+            raise ValueError(f'{kind} attention of layer {layer} ran {len(calls)} times, not once')
+        return calls[0]
+
+    def _sink(self, kind: str, layer: int) -> Callable[[AttentionRecord], None]:
+        return self.records[kind][layer].append
 
     @staticmethod
-    def _hook(attn: nn.Module, store: Callable[[Tensor], None]):
+    def _hook(attn: nn.Module, store: Callable[[AttentionRecord], None]):
         if isinstance(attn, ConditionalAttention):
             heads = attn.num_heads
             return attn.attn_drop.register_forward_pre_hook(
-                lambda mod, args: store(conditional_attention_map(args[0], heads))
+                lambda mod, args: store(AttentionWeights.of_heads(args[0], heads))
             )
         if isinstance(attn, MultiheadAttention):
             return attn.attn.register_forward_hook(
-                lambda mod, args, kwargs, out: store(multihead_attention_map(mod, args, kwargs)),
+                lambda mod, args, kwargs, out: store(QueryKeyProduct.of_call(mod, args, kwargs)),
                 with_kwargs=True,
             )
         if isinstance(attn, MultiScaleDeformableAttention):
             return attn.register_forward_hook(
-                lambda mod, args, kwargs, out: store(deformable_attention_map(mod, kwargs)),
+                lambda mod, args, kwargs, out: store(SamplingDensity.of_call(mod, kwargs)),
                 with_kwargs=True,
             )
         raise TypeError(f'cannot record attention maps of {type(attn).__name__}')

@@ -23,6 +23,31 @@ The top-left (d + n0) square is exactly mmdet's mask; the group part (from
 form). So the DN queries and the own group compute what mmdet's DINO computes,
 and no extra group reaches them or is reached by them.
 
+The mask is block diagonal over [DN + own | group 1 | group 2 | ...], so the
+decoder need not build it: each block can run as a self-attention call of
+its own, with the same outputs (``GroupDINO.denoising_group_layout``, a
+:class:`.FoldedGroupLayout` with a *lead*, :mod:`.folded_self_attention`).
+DN + own stay in one call under mmdet's mask, exactly as mmdet's DINO calls
+it; extra groups of one size, unpadded, are folded into the batch axis; the
+others (another size, padded) form a tail under their own mask::
+
+    query axis (bs, d + n0 + G*n + t, dim):
+
+      [ DN (d) | own (n0) ][ group 1 (n) | group 2 (n) ][ aux0 aux1 + padding (t) ]
+       ___________________  ___________________________  _________________________
+       call 1: lead          call 2: folded              call 3: tail
+       (bs, d+n0, dim)       (bs*G, n, dim), G = 2       (bs, t, dim)
+       mask: dn_mask         no mask (row b*G + g:       mask: the tail's groups
+       (mmdet's, unchanged)  group g+1 of image b)       (padded: per image)
+
+      outputs concatenated back in query-axis order: (bs, d + n0 + G*n + t, dim)
+
+Scores: (d + n0)^2 + G n^2 + t^2 per image and head instead of
+(d + n0 + G*n + t)^2, of which all but these blocks were masked; also while
+attention maps are recorded (one record per call, each group's block read from
+its call: :mod:`.group_attention_blocks`). ``fold_group_self_attention=False``
+runs the whole mask in one call.
+
 Convention (as in ``torch.nn.MultiheadAttention`` and mmdet's DINO): ``True`` =
 masked, this query cannot see that key.
 """

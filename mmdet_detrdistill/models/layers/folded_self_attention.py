@@ -28,13 +28,25 @@ random draws differ, with the same distribution.
 Groups that cannot fold (another size, or padded per image, like OD-DETR's
 auxiliary groups) may follow the equal ones as a *tail*: the tail runs in a
 second call of the same module, under its own mask, and the two outputs are
-concatenated. The folded head and the tail cannot see each other either (they
+concatenated. The folded groups and the tail cannot see each other either (they
 are separate calls)::
 
     query axis (bs, G*n + t, dim):  [ own | group 1 | tail (t, e.g. aux0 aux1 + padding) ]
                                       |_________|       |
                                       folded call        second call, tail mask (t x t)
                                       (bs*G, n, dim)     (bs, t, dim)
+
+Queries that must run together under a mask of their own may also *lead*
+(DINO in training: its denoising (DN) queries and its own group, under
+mmdet's DN mask, :mod:`.dino_self_attn_mask`): the lead runs in a first call,
+then the folded groups (here the extra groups only), then the tail::
+
+    query axis:  [ DN (d) | own (n0) | group 1 (n) | group 2 (n) | tail (t) ]
+                   |______________|   |_________________________|   |
+                   lead call          folded call                    tail call
+                   (bs, d+n0, dim)    (bs*G, n, dim), G = 2          (bs, t, dim)
+                   lead mask: mmdet's no mask                        tail mask
+                   dn_mask (d+n0)^2
 
 The layout is an ordinary argument, :class:`FoldedGroupLayout`, that the
 detector passes to its decoder and the decoder to each layer (as mmdet's DINO
@@ -58,28 +70,41 @@ FOLDED_INPUTS = ('query', 'key', 'value', 'identity', 'query_pos', 'key_pos')
 
 @dataclass
 class FoldedGroupLayout:
-    """How a decoder's self-attention runs its query groups: folded, plus a tail.
+    """How a decoder's self-attention runs its query groups: a lead, folded groups, a tail.
+
+    On the query axis: ``lead_queries`` (one call, under ``lead_mask``), then
+    G equal groups (one folded call), then ``tail_queries`` (one call, under
+    ``tail_mask``); parts without queries make no call.
 
     Args:
-        num_groups (int): Number G of leading, equal-size, unpadded groups that
-            run folded into the batch axis (own group first).
+        num_groups (int): Number G of equal-size, unpadded groups that run
+            folded into the batch axis (own group first unless a lead holds
+            it); 0 for none.
         tail_queries (int): Number of queries after them that run unfolded, in
-            a second call. Defaults to 0.
+            a call of their own. Defaults to 0.
         tail_mask (Tensor, optional): Self-attention mask of the tail, bool
             (t, t) or (bs * num_heads, t, t), ``True`` = masked. Defaults to
             None (the tail's queries all see each other).
+        lead_queries (int): Number of queries before the folded groups that
+            run unfolded, in a call of their own (DINO: DN + own). Defaults
+            to 0.
+        lead_mask (Tensor, optional): Self-attention mask of the lead, as
+            ``tail_mask``. Defaults to None.
     """
 
     num_groups: int
     tail_queries: int = 0
     tail_mask: Optional[Tensor] = None
+    lead_queries: int = 0
+    lead_mask: Optional[Tensor] = None
 
     def __post_init__(self) -> None:
-        if self.tail_mask is not None and self.tail_mask.shape[-1] != self.tail_queries:
-            raise ValueError(
-                f'tail_mask covers {self.tail_mask.shape[-1]} queries, tail_queries is '
-                f'{self.tail_queries}'
-            )
+        for part in ('tail', 'lead'):
+            mask, queries = getattr(self, f'{part}_mask'), getattr(self, f'{part}_queries')
+            if mask is not None and mask.shape[-1] != queries:
+                raise ValueError(
+                    f'{part}_mask covers {mask.shape[-1]} queries, {part}_queries is {queries}'
+                )
 
 
 def can_fold(module: nn.Module) -> bool:
@@ -104,7 +129,7 @@ def unfold_groups(x: Tensor, num_groups: int) -> Tensor:
 def folded_self_attention(
     attn: nn.Module, layout: FoldedGroupLayout, *args: Any, **inputs: Any
 ) -> Tensor:
-    """Call ``attn`` on the folded head of the queries, then on the tail; concatenate.
+    """Call ``attn`` on the lead, the folded groups and the tail; concatenate.
 
     Args:
         attn (nn.Module): A batch-first self-attention module.
@@ -112,7 +137,8 @@ def folded_self_attention(
         **inputs: The module's keyword inputs as the decoder layer gives them
             for all queries (``query``, ``key``, ``query_pos``, ...), without
             ``attn_mask``: the layout replaces it. Inputs of
-            :data:`FOLDED_INPUTS` are split and folded; others pass unchanged.
+            :data:`FOLDED_INPUTS` are split (and the middle part folded);
+            others pass unchanged to every call.
 
     Returns:
         Tensor: (bs, num_queries, dim), as ``attn`` over all queries returns it.
@@ -124,17 +150,25 @@ def folded_self_attention(
         )
     if inputs.pop('attn_mask', None) is not None:
         raise ValueError('folded query groups need no self-attention mask; got one')
-    head, tail = dict(inputs), dict(inputs, attn_mask=layout.tail_mask)
+    start, stop = layout.lead_queries, inputs['query'].shape[1] - layout.tail_queries
+    if not layout.num_groups and stop > start:
+        raise ValueError(f'{stop - start} queries between the lead and the tail, and no group')
+    lead = dict(inputs, attn_mask=layout.lead_mask)
+    folded, tail = dict(inputs), dict(inputs, attn_mask=layout.tail_mask)
     for name in FOLDED_INPUTS:
         x = inputs.get(name)
         if isinstance(x, Tensor):
-            stop = x.shape[1] - layout.tail_queries
-            head[name] = fold_groups(x[:, :stop], layout.num_groups)
-            tail[name] = x[:, stop:]
-    output = unfold_groups(attn(**head), layout.num_groups)  # (bs, G*n, dim)
-    if not layout.tail_queries:
-        return output
-    return torch.cat([output, attn(**tail)], dim=1)
+            lead[name], tail[name] = x[:, :start], x[:, stop:]
+            if layout.num_groups:
+                folded[name] = fold_groups(x[:, start:stop], layout.num_groups)
+    outputs = []  # each (bs, queries of the part, dim), in query-axis order
+    if layout.lead_queries:
+        outputs.append(attn(**lead))
+    if layout.num_groups:
+        outputs.append(unfold_groups(attn(**folded), layout.num_groups))
+    if layout.tail_queries:
+        outputs.append(attn(**tail))
+    return outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=1)
 
 
 class GroupSelfAttentionMixin:

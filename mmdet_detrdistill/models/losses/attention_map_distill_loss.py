@@ -38,9 +38,9 @@ class AttentionMapDistillLoss(nn.Module):
 
     Self-attention maps (D3ETR, arXiv 2211.09768, Sec. 3, attention-map
     distillation) come in as the K x K block among the matched queries,
-    each side renormalised over its K kept queries
-    (``layers/attention_maps.py::kept_self_attention``, what ``pair_losses``
-    passes)::
+    each side renormalised over its K kept queries (what ``pair_losses``
+    passes: ``DecoderOutputs.self_attn_block``, formed from the kept rows
+    only, then ``layers/attention_maps.py::renormalise_rows``)::
 
         A_s[b, i, j] = S[b, s_i, s_j] / max(sum_k S[b, s_i, s_k], eps)
         A_t[b, i, j] = T[b, t_i, t_j] / max(sum_k T[b, t_i, t_k], eps)

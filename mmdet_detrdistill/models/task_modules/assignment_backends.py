@@ -97,6 +97,13 @@ def lapx_pairs(costs: np.ndarray, threads: int) -> Tuple[np.ndarray, np.ndarray]
     )
 
 
+def lapx_one(cost: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """``lap.lapjvr_batch`` on one (Ns, Nt) matrix, as :func:`lapx_pairs` solves each of its
+    matrices; (K,) rows and columns, sorted by column."""
+    rows, cols = lapx_pairs(cost[None], 1)
+    return rows[0], cols[0]
+
+
 def torch_linear_assignment_pairs(costs: Tensor) -> Tuple[Tensor, Tensor]:
     """``batch_linear_assignment`` on (N, Ns, Nt) costs, on their device; (N, K) rows and
     columns sorted by column, K = min(Ns, Nt)."""

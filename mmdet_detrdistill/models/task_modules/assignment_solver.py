@@ -9,23 +9,29 @@ How many threads: ``torch.get_num_threads()`` is the wrong measure. Distributed 
 would make every solve serial while the process's share of the host's cores sits idle (on a GPU,
 the step waits on these solves). The default is therefore that share: the CPUs this process may
 run on, divided by the processes on this node (``LOCAL_WORLD_SIZE``, set by ``torchrun``).
-While the pool works, the calling thread only waits, so the process never runs more threads
-than that.
+In :func:`solve_assignments` the calling thread only waits while the pool works, so the process
+never runs more threads than that. :func:`solve_assignment_stream` (what ``MixMatcher`` calls)
+is pipelined: the matcher computes its cost matrices layer by layer, and each layer's solves
+start while the calling thread computes the next layer's costs, so the cost computation hides
+behind the solves (on a GPU the calling thread mostly waits for the device meanwhile).
 
 Which solver: ``solver='scipy'`` (default), ``'lapx'`` or ``'torch_linear_assignment'``, see
 ``assignment_backends``.
 """
 
+import itertools
 import os
 from concurrent.futures import ThreadPoolExecutor
-from typing import Optional, Tuple, Union
+from typing import Iterable, Optional, Tuple, Union
 
 import numpy as np
+import torch
 from scipy.optimize import linear_sum_assignment
 from torch import Tensor
 
 from .assignment_backends import (
     check_solver,
+    lapx_one,
     lapx_pairs,
     resolve_solver,
     torch_linear_assignment_pairs,
@@ -105,6 +111,54 @@ def solve_assignments(
     else:
         with ThreadPoolExecutor(workers, thread_name_prefix='assignment_solver') as pool:
             pairs = list(pool.map(_solve_one, costs))
+    return np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
+
+
+def solve_assignment_stream(
+    stacks: Iterable[Tensor], threads: Optional[int] = None, solver: str = 'scipy'
+) -> Tuple[np.ndarray, np.ndarray]:
+    """:func:`solve_assignments` of ``torch.cat(list(stacks))``, solving each stack's matrices
+    while the next stack is computed.
+
+    ``stacks`` is typically a generator computing one decoder layer's (bs, Ns, Nt) costs per
+    step. Solved on the host (scipy, lapx; matrices of at least ``MIN_THREADED_ENTRIES``
+    entries), each matrix is copied to the host and handed to the pool as soon as its stack
+    exists, and the calling thread goes on computing the next stack; each result is that of a
+    lone call, as with :func:`solve_assignments` (lapx: ``lapjvr_batch`` per matrix, as its
+    batch call solves each). Otherwise (CUDA costs solved on their device, small matrices) the
+    stacks are concatenated and solved in one call.
+
+    Args:
+        stacks (Iterable[Tensor]): Cost stacks (n_i, Ns, Nt), finite, same Ns and Nt.
+        threads (int, optional): At most this many solves at once, as in
+            :func:`solve_assignments`; the calling thread computes ``stacks`` meanwhile.
+        solver (str): As in :func:`solve_assignments`. Defaults to ``'scipy'``.
+
+    Returns:
+        tuple[np.ndarray, np.ndarray]: Row and column indices, (sum n_i, K) each, in the order
+        of the stacks' matrices; Tensors on the costs' device where they stayed there.
+    """
+    check_solver(solver, 'solve_assignment_stream')
+    stacks = iter(stacks)
+    first = next(stacks, None)
+    if first is None:
+        return solve_assignments(np.zeros((0, 0, 0), dtype=np.float32), threads, solver)
+    pooled = (
+        not uses_device_costs(solver, first)
+        and min(first.shape[1:]) > 0
+        and first[0].numel() >= MIN_THREADED_ENTRIES
+    )
+    if not pooled:
+        return solve_assignments(torch.cat([first, *stacks]), threads, solver)
+    solve_one = lapx_one if resolve_solver(solver, cuda_costs=False) == 'lapx' else _solve_one
+    workers = threads or default_solver_threads()
+    with ThreadPoolExecutor(workers, thread_name_prefix='assignment_solver') as pool:
+        futures = [  # the generator computes stack i + 1 while the pool solves stack i
+            pool.submit(solve_one, cost)
+            for stack in itertools.chain([first], stacks)
+            for cost in stack.detach().cpu().numpy()
+        ]
+        pairs = [f.result() for f in futures]
     return np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
 
 

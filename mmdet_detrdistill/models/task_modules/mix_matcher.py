@@ -10,8 +10,8 @@ from mmengine.structures import InstanceData
 from torch import Tensor
 
 from ..common import autocast_off, clamp_finite, pixel_scale
-from .assignment_backends import check_solver, resolve_solver, uses_device_costs
-from .assignment_solver import check_solver_threads, solve_assignments
+from .assignment_backends import check_solver, resolve_solver
+from .assignment_solver import check_solver_threads, solve_assignment_stream
 from .batched_match_costs import MatchInputs, batched_cost_fns
 
 SOLVER_KEY = 'MixMatcher (model.matcher.solver; DETRDistill: model.logits_kd.matcher.solver)'
@@ -41,10 +41,10 @@ class MixMatcher:
     every cost has a batched form (the default costs do, see
     ``batched_match_costs``), the cost matrices of all images are computed at
     once on the inputs' device; otherwise each cost is called per image.
-    :meth:`adaptive_match_layers` matches every decoder layer in one call: one
-    device-to-host copy of all their cost matrices, whose Hungarian solves (one
-    per layer and image) then run concurrently on host threads (see
-    ``assignment_solver``).
+    :meth:`adaptive_match_layers` matches every decoder layer in one call: the
+    Hungarian solves (one per layer and image) run concurrently on host
+    threads, each layer's starting while the next layer's costs are computed
+    (see ``assignment_solver.solve_assignment_stream``).
 
     Args:
         match_costs (Sequence[dict]): mmdet match-cost configs; predictions
@@ -209,27 +209,28 @@ class MixMatcher:
                 for x in (teacher_logits, teacher_boxes)
             )
         inputs = (student_logits, student_boxes, teacher_logits, teacher_boxes)
+        self._log_auto_choice(student_logits.device)
         # layer by layer on the device, so that only one layer's temporaries are alive at a
-        # time (the GIoU cost's are about ten (bs, Ns, Nt) tensors); then one copy to the host
-        costs = torch.cat([self.batch_cost_matrices(*layer, img_metas) for layer in zip(*inputs)])
-        self._log_auto_choice(costs)
-        if not uses_device_costs(self.solver, costs):
-            costs = costs.cpu().numpy()
-        rows, cols = solve_assignments(costs, self.solver_threads, solver=self.solver)  # (L*bs, K)
+        # time (the GIoU cost's are about ten (bs, Ns, Nt) tensors); a layer's solves start
+        # while the next layer's costs are computed (host solvers on a pool)
+        layer_costs = (self.batch_cost_matrices(*layer, img_metas) for layer in zip(*inputs))
+        rows, cols = solve_assignment_stream(layer_costs, self.solver_threads, self.solver)
         idx = torch.stack([torch.as_tensor(rows), torch.as_tensor(cols)]).to(student_logits.device)
         s_idx, t_idx = idx.unflatten(1, (num_layers, bs))  # (L, bs, K) each
         if kept is not None:  # columns of the reduced problem -> teacher query indices
             t_idx = kept.gather(2, t_idx)  # kept is sorted: still sorted by teacher index
         return s_idx, t_idx
 
-    def _log_auto_choice(self, costs: Tensor) -> None:
-        """Log once per device type which solver ``solver='auto'`` resolved to."""
-        device = costs.device.type
-        if self.solver != 'auto' or device in self._logged_auto:
+    def _log_auto_choice(self, device: torch.device) -> None:
+        """Log once per device type which solver ``solver='auto'`` resolved to for costs
+        on ``device``."""
+        if self.solver != 'auto' or device.type in self._logged_auto:
             return
-        self._logged_auto.add(device)
-        chosen = resolve_solver('auto', costs.is_cuda)
-        print_log(f"MixMatcher: solver='auto' solves {device} costs with {chosen!r}", 'current')
+        self._logged_auto.add(device.type)
+        chosen = resolve_solver('auto', device.type == 'cuda')
+        print_log(
+            f"MixMatcher: solver='auto' solves {device.type} costs with {chosen!r}", 'current'
+        )
 
     def batch_cost_matrices(
         self,

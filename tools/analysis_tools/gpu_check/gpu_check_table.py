@@ -73,7 +73,8 @@ def bench_rows(records: List[Dict]) -> List[str]:
             f'| {r["family"]} | {r["method"]} | {_status(r)} | {" | ".join(ms)} '
             f'| {_cell(ratios.get("step"), ".2f")} | {share} | {" | ".join(peaks)} '
             f'| {_cell(ratios.get("memory"), ".2f")} '
-            f'| {_cell(ratios.get("memory_no_optimizer"), ".2f")} |'
+            f'| {_cell(ratios.get("memory_no_optimizer"), ".2f")} '
+            f'| {_cell(ratios.get("memory_no_teacher_weights"), ".2f")} |'
         )
     return rows
 
@@ -128,8 +129,8 @@ def render(
             '',
             '| family | method | status | student step (ms) | teacher fwd (ms) | distill step (ms) '
             '| step ratio | matching share | peak student (MiB) | peak distill (MiB) '
-            '| memory ratio | memory ratio, no optimizer |',
-            '|---' * 12 + '|',
+            '| memory ratio | memory ratio, no optimizer | memory ratio, no teacher weights |',
+            '|---' * 13 + '|',
             *bench_rows(by_unit['bench']),
             '',
         ]
