@@ -199,7 +199,7 @@ def test_runner_logs_the_scalar_and_trains_as_without_the_hook(data_root, tmp_pa
     records = _records(tmp_path / 'hook')  # the student's and the EMA model's, per probe
     assert [r['iter'] for r in records] == [2, 4]
     assert all(0 <= r[k] <= 1 for r in records for k in (SCALAR_KEY, EMA_SCALAR_KEY))
-    assert [r[SCALAR_KEY] for r in records] == values
+    assert [r[SCALAR_KEY] for r in records] == list(values)  # values: a numpy array
     # the probe set is built without drawing from training's random numbers
     plain = _train(tmp_path / 'plain', data_root, with_hook=False)
     trained, expected = runner.model.student.state_dict(), plain.model.student.state_dict()
