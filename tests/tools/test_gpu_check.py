@@ -50,15 +50,17 @@ def test_cpu_rehearsal_writes_every_table_with_numbers(tmp_path):
     bench = _table(markdown, 'Cost of distillation')
     assert [(r[0], r[1]) for r in bench] == [(f, m) for f in FAMILIES for m in METHODS]
     for family, method, status, *cells in bench:
-        student, teacher, distill, step, share, peak_s, peak_d, memory, no_opt = cells
+        student, teacher, distill, step, share, peak_s, peak_d, memory, no_opt, no_t = cells
         assert status == 'ok', (family, method, status)
         assert float(distill) > 0 and float(student) > 0 and float(teacher) > 0
         assert float(step) > 0 and float(memory) > 0 and float(no_opt) > 0
         assert 0 < float(peak_s) and 0 < float(peak_d)
         if method == 'oddetr':  # the EMA teacher's predictions are not matched
             assert share == '— (none)'
+            assert no_t == '—'  # and it is no trained teacher whose weights could be left out
         else:
             assert 0 < float(share.rstrip('%')) < 100
+            assert 0 < float(no_t) <= float(memory)
     amp = _table(markdown, 'Mixed precision')
     want = [(f, m, d) for f in FAMILIES for m in METHODS for d in ('float16', 'bfloat16')]
     assert [tuple(r[:3]) for r in amp] == want
