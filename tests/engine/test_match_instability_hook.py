@@ -93,23 +93,28 @@ def _records(work_dir) -> list:
         return [json.loads(line) for line in f]
 
 
+def _probing(model, work_dir) -> tuple:
+    """A stand-in runner at iteration 0 and a hook with the probe set matched once."""
+    runner = SimpleNamespace(
+        model=model,
+        work_dir=str(work_dir),
+        iter=0,
+        message_hub=MessageHub.get_instance('probe_test'),
+        logger=MMLogger.get_instance('probe_test'),
+    )
+    hook = MatchInstabilityHook(num_images=4, interval=1)
+    hook._batches = _probe_set()
+    hook._previous = hook._assignments(runner)
+    return runner, hook
+
+
 @pytest.mark.parametrize('family', ['conditional', 'deformable'])
 def test_the_ema_model_is_probed_on_its_own(family, tmp_path):
     """A change of the student's queries moves the student's matches only: the EMA model's
     instability is measured on the EMA model, separately (OD-DETR's Fig. 1 compares both)."""
     model = MODELS.build(dict(type='ODDETRDistiller', student=tiny_detr_cfg(family)))
     model.init_weights()
-    model.train()
-    runner = SimpleNamespace(
-        model=model,
-        work_dir=str(tmp_path),
-        iter=0,
-        message_hub=MessageHub.get_instance('ema_probe_test'),
-        logger=MMLogger.get_instance('ema_probe_test'),
-    )
-    hook = MatchInstabilityHook(num_images=4, interval=1)
-    hook._batches = _probe_set()
-    hook._previous = hook._assignments(runner)
+    runner, hook = _probing(model.train(), tmp_path)
     assert hook.probe(runner, 'iter 1/2') == 0
     student = model.student
     n, q = student.num_queries, hook._previous[SCALAR_KEY][0][0].item()
@@ -125,17 +130,7 @@ def test_the_ema_model_is_probed_on_its_own(family, tmp_path):
 
 
 def test_a_plain_detector_records_no_ema_value(tmp_path):
-    detector = _detector('conditional', distilled=False)
-    runner = SimpleNamespace(
-        model=detector,
-        work_dir=str(tmp_path),
-        iter=0,
-        message_hub=MessageHub.get_instance('plain_probe_test'),
-        logger=MMLogger.get_instance('plain_probe_test'),
-    )
-    hook = MatchInstabilityHook(num_images=4, interval=1)
-    hook._batches = _probe_set()
-    hook._previous = hook._assignments(runner)
+    runner, hook = _probing(_detector('conditional', distilled=False), tmp_path)
     hook.probe(runner, 'iter 1/1')
     assert _records(tmp_path) == [{'iter': 1, SCALAR_KEY: 0.0}]
 
