@@ -286,7 +286,7 @@ def make_synthetic_coco(
             ``np.random.default_rng([seed, split_id, i])``.
         min_objects: Minimum number of objects attempted per image (default 1 for
             ``shapes``, 2 for ``clutter``).
-        max_objects: Maximum number of objects per image (default 4 for ``shapes``, 8 for
+        max_objects: Maximum number of objects per image (default 4 for ``shapes``, 6 for
             ``clutter``).
         force: Regenerate even if a matching manifest exists.
         verbose: Print progress.
@@ -300,7 +300,7 @@ def make_synthetic_coco(
     """
     if style not in STYLES:
         raise ValueError(f'style={style!r}: choose one of {", ".join(STYLES)}')
-    default_range = (1, 4) if style == 'shapes' else (2, 8)
+    default_range = (1, 4) if style == 'shapes' else (2, 6)
     min_objects = default_range[0] if min_objects is None else min_objects
     max_objects = default_range[1] if max_objects is None else max_objects
     if img_size < 32 or not 1 <= min_objects <= max_objects:
@@ -318,7 +318,10 @@ def make_synthetic_coco(
         classes=list(SYNTH_CLASSES),
     )
     if style != 'shapes':  # the default data's manifest (and its reuse) stays as it was
+        from .clutter_scene import CLUTTER_VERSION
+
         params['style'] = style
+        params['style_version'] = CLUTTER_VERSION
     old = _read_manifest(root)
     if not force and old is not None and old.get('params') == params and _is_complete(root, old):
         if verbose:

@@ -6,7 +6,11 @@ import numpy as np
 import pytest
 
 from mmdet_detrdistill.datasets import make_synthetic_coco
-from mmdet_detrdistill.datasets.clutter_scene import MIN_PIXELS, generate_clutter_image
+from mmdet_detrdistill.datasets.clutter_scene import (
+    CLUTTER_VERSION,
+    MIN_PIXELS,
+    generate_clutter_image,
+)
 from mmdet_detrdistill.datasets.synthetic_coco import generate_image
 
 
@@ -31,7 +35,7 @@ def test_same_rng_gives_the_same_scene():
 
 def test_boxes_lie_in_the_image_and_hold_their_visible_pixels():
     for objs in _scenes(generate_clutter_image, n=60):
-        assert len(objs) <= 8
+        assert len(objs) <= 6
         for obj in objs:
             x, y, w, h = obj['bbox']
             assert 0 <= x and 0 <= y and x + w <= 128 and y + h <= 128
@@ -57,7 +61,8 @@ def test_the_style_is_part_of_the_manifest_and_checked(tmp_path):
     make_synthetic_coco(str(tmp_path / 'c'), 3, 2, img_size=64, style='clutter', verbose=False)
     with open(tmp_path / 'c' / 'manifest.json') as f:
         params = json.load(f)['params']
-    assert params['style'] == 'clutter' and (params['min_objects'], params['max_objects']) == (2, 8)
+    assert params['style'] == 'clutter' and (params['min_objects'], params['max_objects']) == (2, 6)
+    assert params['style_version'] == CLUTTER_VERSION  # a recalibration regenerates the data
     # the default data's manifest is as before (no style key): existing data is reused
     make_synthetic_coco(str(tmp_path / 's'), 3, 2, img_size=64, verbose=False)
     with open(tmp_path / 's' / 'manifest.json') as f:
