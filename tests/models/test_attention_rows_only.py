@@ -26,6 +26,7 @@ from mmdet_detrdistill.models.layers.attention_maps import (
     renormalise_rows,
     splat_density,
 )
+from mmdet_detrdistill.models.layers.attention_records import AttentionWeights, QueryKeyProduct
 
 BS, DIM, HEADS = 2, 16, 4
 N_LEAD, N_STUDENT, N_TEACHER, K = 3, 8, 12, 5  # student axis: [lead (3) | own (8)]
@@ -291,3 +292,32 @@ def test_no_full_map_is_kept_for_the_backward_pass(family):
     assert max(t.numel() for t in saved) <= BS * n * DIM < BS * HEADS * kept * n
     loss.backward()
     assert x.grad.abs().sum() > 0
+
+
+# ---- which record a nn.MultiheadAttention call leaves ------------------------------------
+
+
+@pytest.mark.parametrize(
+    'attn_drop, training', [(0.0, True), (0.0, False), (0.1, False), (0.1, True)]
+)
+def test_multihead_rows_are_picked_from_its_own_weights_where_they_are_pre_dropout(
+    attn_drop, training
+):
+    """The module's head-averaged weights are used (no rows recomputed) where they are the
+    pre-dropout softmax; after dropout (training, attn_drop > 0) queries and keys are kept.
+    The rows are the same either way."""
+    torch.manual_seed(0)
+    mha = MultiheadAttention(DIM, HEADS, attn_drop=attn_drop, batch_first=True, dropout_layer=None)
+    mha.double().train(training)
+    x = _leaf(BS, N_STUDENT, DIM, seed=1)
+    pairs = _pairs(3)
+    with AttentionRecorder({'self': [mha]}) as rec:
+        mha(x)
+    record = rec.record('self', 0)
+    want = QueryKeyProduct.of_call(
+        mha.attn, (), dict(query=x.transpose(0, 1), key=x.transpose(0, 1))
+    )
+    after_dropout = training and attn_drop > 0
+    assert isinstance(record, QueryKeyProduct if after_dropout else AttentionWeights)
+    idx = pairs[0]
+    torch.testing.assert_close(record.rows(idx, idx), want.rows(idx, idx), **CLOSE)

@@ -17,7 +17,7 @@ from ..layers import (
     concat_groups,
     group_slices,
 )
-from .query_group_mixin import QueryGroupMixin, num_equal_leading_groups
+from .query_group_mixin import DECODER_INPUTS, QueryGroupMixin, num_equal_leading_groups
 
 
 @MODELS.register_module()
@@ -106,6 +106,7 @@ class GroupDINO(QueryGroupMixin, DINO):
         decoder_inputs.update(tmp_dec_in)
 
         own = self.own_query_group(decoder_inputs)
+        plain_inputs = decoder_inputs  # before the groups join: see decode_query_group
         all_groups = [own, *groups]
         num_dn = self.num_denoising_queries(decoder_inputs)
         slices = {
@@ -129,7 +130,20 @@ class GroupDINO(QueryGroupMixin, DINO):
                     decoder_inputs['dn_mask'], all_groups, num_heads
                 )
         head_inputs.update(self.forward_decoder(**decoder_inputs))
+        head_inputs[DECODER_INPUTS] = plain_inputs
         return head_inputs, slices, own
+
+    def decode_query_group(self, decoder_inputs: Dict, group: QueryGroup) -> Dict:
+        """:meth:`QueryGroupMixin.decode_query_group` without DN queries: ``group`` runs
+        alone, as in eval mode, also on the decoder inputs of a training pass."""
+        num_dn = self.num_denoising_queries(decoder_inputs)
+        plain = dict(
+            decoder_inputs,
+            query=decoder_inputs['query'][:, num_dn:],
+            reference_points=decoder_inputs['reference_points'][:, num_dn:],
+            dn_mask=None,
+        )
+        return super().decode_query_group(plain, group)
 
     def denoising_group_layout(
         self, dn_mask: Tensor, groups: Sequence[QueryGroup]

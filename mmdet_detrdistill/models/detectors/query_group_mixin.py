@@ -14,6 +14,10 @@ from ..layers import (
     group_slices,
 )
 
+#: ``head_inputs`` key of the decoder inputs before the groups joined (see
+#: :meth:`QueryGroupMixin.decode_query_group`); mmdet's heads do not read it
+DECODER_INPUTS = 'decoder_inputs'
+
 
 def num_equal_leading_groups(groups: Sequence[QueryGroup]) -> int:
     """How many leading ``groups`` have the first group's size, none padded."""
@@ -72,7 +76,8 @@ class QueryGroupMixin:
 
         Returns:
             tuple[dict, dict[str, slice], QueryGroup]: The head inputs for all
-            groups together; where each group sits on the query axis (the own
+            groups together (and, under :data:`DECODER_INPUTS`, the decoder
+            inputs before the groups joined); where each group sits on the query axis (the own
             group is named ``'own'`` and comes first); the own group as it
             entered the decoder.
         """
@@ -82,6 +87,7 @@ class QueryGroupMixin:
         decoder_inputs.update(tmp_dec_in)
 
         own = self.own_query_group(decoder_inputs)
+        plain_inputs = decoder_inputs  # before the groups join: see decode_query_group
         all_groups = [own] + list(groups)
         slices = group_slices([g.name for g in all_groups], [g.num_queries for g in all_groups])
         if groups:
@@ -92,7 +98,23 @@ class QueryGroupMixin:
             else:
                 decoder_inputs['self_attn_mask'] = self.group_self_attn_mask(all_groups)
         head_inputs.update(self.forward_decoder(**decoder_inputs))
+        head_inputs[DECODER_INPUTS] = plain_inputs
         return head_inputs, slices, own
+
+    def decode_query_group(self, decoder_inputs: Dict, group: QueryGroup) -> Dict:
+        """Decode ``group`` in place of the own queries, on an encoder output already made.
+
+        ``decoder_inputs`` are those of an earlier :meth:`forward_transformer_with_groups`
+        (``head_inputs[DECODER_INPUTS]``: the encoder's memory, masks and level layout, and
+        the own queries, which ``group`` replaces). The decoder then runs ``group`` alone:
+        its outputs are those it gets next to the own group in one pass (groups never see
+        each other), without running the encoder again or decoding the own queries twice.
+        An OD-DETR teacher decodes its student's two-stage proposals this way.
+
+        Returns:
+            dict: ``hidden_states`` and ``references`` of the group's queries.
+        """
+        return self.forward_decoder(**self.merge_query_groups(decoder_inputs, [group]))
 
     def folded_group_layout(self, groups: Sequence[QueryGroup]) -> Optional[FoldedGroupLayout]:
         """The folded layout of ``groups`` (own group first, in query-axis

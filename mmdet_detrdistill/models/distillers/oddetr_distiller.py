@@ -10,6 +10,7 @@ from torch import Tensor, nn
 
 from ..common import OWN_GROUP, STUDENT_QUERY_GROUP, DecoderOutputs, QueryGroup
 from ..components.config_keys import preset_keys, require_dict
+from ..detectors.query_group_mixin import DECODER_INPUTS
 from .base_distiller import DETRDistillerBase
 
 ODDETR_COMPONENTS = dict(
@@ -56,8 +57,8 @@ class ODDETRDistiller(DETRDistillerBase):
       costs, mmdet's losses. On a two-stage student (Deformable DETR
       two-stage, DINO), where each model's queries are its own top-k encoder
       proposals, the teacher decodes the *student's* proposals for either
-      (:meth:`teacher_on_queries`, one more teacher transformer pass without
-      grad);
+      (:meth:`teacher_on_queries`, one more pass of the teacher's decoder on
+      its encoder output, without grad);
     * ``init_query`` (:class:`InitialQueryKD`): the teacher's initial
       queries run through the student's decoder, and their predictions are
       constrained to the teacher's, query by query, layer by layer (on
@@ -179,8 +180,8 @@ class ODDETRDistiller(DETRDistillerBase):
     ) -> Dict[str, Tensor]:
         """The base class's, given the teacher's outputs for the student's own queries
         (``teacher_on_student_queries``) where those are the student's own encoder
-        proposals (two-stage) and a component guides the assignment: one more teacher
-        pass (:meth:`teacher_on_queries`)."""
+        proposals (two-stage) and a component guides the assignment: one more pass of the
+        teacher's decoder (:meth:`teacher_on_queries`)."""
         guided = any(c.overrides_gt_assignment for c in self.components.values())
         two_stage = getattr(self.student, 'as_two_stage', False)
         if teacher_on_student_queries is None and teacher_out is not None and guided and two_stage:
@@ -199,25 +200,22 @@ class ODDETRDistiller(DETRDistillerBase):
 
         The teacher embeds the student's proposals (``queries.reference``) as it
         embeds its own (:meth:`GroupDeformableDETR.proposal_query_group`) and
-        decodes them, next to and isolated from its own queries, on its
-        features of this step (``teacher_out.feats``); its encoder runs again
-        (eval mode: the same memory). Query i of the result is student query i.
+        decodes them alone on its encoder output of this step
+        (:meth:`QueryGroupMixin.decode_query_group`: neither its encoder nor
+        its own queries run again; the outputs are those the group gets next
+        to the teacher's own queries). Query i of the result is student query i.
 
         Returns:
             DecoderOutputs: Per-layer predictions for the student's queries,
             whose own group is named ``'student_queries'``.
         """
         group = self.teacher.proposal_query_group(STUDENT_QUERY_GROUP, queries.reference.detach())
-        head_inputs, slices, _ = self.teacher.forward_transformer_with_groups(
-            teacher_out.feats, batch_data_samples, [group]
+        head_inputs = self.teacher.decode_query_group(
+            teacher_out.head_inputs[DECODER_INPUTS], group
         )
         cls_scores, bbox_preds = self.teacher.bbox_head(
             head_inputs['hidden_states'], head_inputs['references']
         )
-        mine = slices[STUDENT_QUERY_GROUP]
         return DecoderOutputs(
-            cls_scores[:, :, mine],
-            bbox_preds[:, :, mine],
-            {OWN_GROUP: slice(0, group.num_queries)},
-            group,
+            cls_scores, bbox_preds, {OWN_GROUP: slice(0, group.num_queries)}, group
         )

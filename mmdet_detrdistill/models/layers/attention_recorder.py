@@ -7,8 +7,8 @@ duration of a ``with`` block and removed afterwards, so the same classes used
 elsewhere (and the exported student) behave exactly as in mmdet.
 
 What it keeps per layer is an :class:`~.attention_records.AttentionRecord`, not a
-map: what any rows of the head-averaged map need (per-head weights the module
-keeps anyway, queries and keys, or sampling points; :mod:`.attention_maps` reads
+map: what any rows of the head-averaged map need (weights the module
+computes anyway, queries and keys, or sampling points; :mod:`.attention_maps` reads
 them from the hook's inputs), so that the losses form only the rows, and
 blocks, of the queries they keep, once the pairs are known.
 
@@ -29,8 +29,8 @@ from torch import nn
 from .attention_records import (
     AttentionRecord,
     AttentionWeights,
-    QueryKeyProduct,
     SamplingDensity,
+    multihead_record,
 )
 
 
@@ -93,7 +93,7 @@ class AttentionRecorder:
             )
         if isinstance(attn, MultiheadAttention):
             return attn.attn.register_forward_hook(
-                lambda mod, args, kwargs, out: store(QueryKeyProduct.of_call(mod, args, kwargs)),
+                lambda mod, args, kwargs, out: store(multihead_record(mod, args, kwargs, out)),
                 with_kwargs=True,
             )
         if isinstance(attn, MultiScaleDeformableAttention):

@@ -9,14 +9,21 @@ and forms them when asked::
     record.rows(idx, cols)  -> (bs, K, K')   out[b, i, j] = A[b, idx[b, i], cols[b, j]]
 
 with ``A = mean_h P_h`` the head average of the per-head, pre-dropout softmax weights, each
-row of ``P_h`` softmaxed over *all* keys. What a record keeps, and so what the losses keep for
-the gradient, is O(N) per layer or what the module keeps anyway, never a new N x N map:
+row of ``P_h`` softmaxed over *all* keys. What a record keeps for the gradient is O(N) per
+layer or what the module keeps anyway, never a new N x N map; until the loss, a record may also
+hold the head average the module formed (below, 1/h of its per-head weights)::
 
 * :class:`AttentionWeights` (``ConditionalAttention``): the per-head weights the module
   computed, (B, h, nq, nk). Autograd keeps them for the module's own backward, so referring
   to them costs nothing; without gradient (a teacher) their head average is kept instead,
   (B, 1, nq, nk): picking entries and averaging heads commute.
-* :class:`QueryKeyProduct` (``nn.MultiheadAttention``): per-head queries and keys (B, h, n,
+* ``nn.MultiheadAttention`` (:func:`multihead_record`): the head-averaged weights the module
+  returns, (B, nq, nk), as :class:`AttentionWeights` with h = 1, where they are the pre-dropout
+  softmax (attention dropout 0, as DINO's, or eval mode: every teacher). mmcv calls the module
+  with ``need_weights``, so it forms them anyway: keeping them costs 1/h of the per-head
+  weights autograd keeps for the module's own backward, and rows are picked, not recomputed.
+  Otherwise (a training Deformable DETR, attention dropout 0.1: the weights it returns are
+  after dropout) a :class:`QueryKeyProduct`: per-head queries and keys (B, h, n,
   d_h) and the masks. Rows are formed when asked: the K kept rows' scores over all keys,
   (bs, h, K, nk), their softmax (each head's partition over every key), the asked columns,
   the head mean. Run under ``torch.utils.checkpoint``: backward recomputes the K x nk scores,
@@ -158,6 +165,21 @@ class QueryKeyProduct(AttentionRecord):
             # backward recomputes the (bs, h, K, nk) scores; nothing random to replay
             return checkpoint(softmax_rows, *inputs, use_reentrant=False, preserve_rng_state=False)
         return softmax_rows(*inputs)
+
+
+def multihead_record(
+    mha: nn.MultiheadAttention, args: tuple, kwargs: dict, out: Tuple[Tensor, Optional[Tensor]]
+) -> AttentionRecord:
+    """The record of one ``nn.MultiheadAttention`` call, from its inputs and outputs.
+
+    The head-averaged weights it returned (``out[1]``, (B, nq, nk)) where they are the
+    pre-dropout softmax (``mha.dropout == 0`` or eval mode), else :class:`QueryKeyProduct`.
+    """
+    weights = out[1] if isinstance(out, tuple) and len(out) > 1 else None
+    pre_dropout = mha.dropout == 0.0 or not mha.training
+    if weights is not None and weights.dim() == 3 and pre_dropout:
+        return AttentionWeights(weights.unsqueeze(1))
+    return QueryKeyProduct.of_call(mha, args, kwargs)
 
 
 def softmax_rows(
