@@ -91,3 +91,33 @@ def test_d3etr_and_detrdistill_share_the_one_group_made_the_students_way():
     t_out, group = _teacher_group(model, batch)
     expected = model.student.reference_points_fc(t_out.own_queries.query_pos).sigmoid()
     torch.testing.assert_close(group.reference, expected)
+
+
+def test_the_teachers_reference_points_stay_available_for_the_ablation():
+    """``reference_points='teacher'`` (before 2026-12-07): the teacher's points as they are,
+    and the student's reference layer learns nothing from the group."""
+    prior = dict(query_prior=dict(reference_points='teacher'))
+    model = _build('deformable', 'DETRDistillDistiller', {**DETRDISTILL_QUERY_PRIOR_ONLY, **prior})
+    batch = make_batch(model)
+    t_out, group = _teacher_group(model, batch)
+    assert group.reference is t_out.own_queries.reference
+    losses = model(**batch, mode='loss')
+    sum(v for k, v in losses.items() if k.startswith('detrdistill.query_prior.')).backward()
+    grads = [p.grad for p in model.student.reference_points_fc.parameters()]
+    assert all(g is None or not g.any() for g in grads)  # reached through concatenation: 0
+    with pytest.raises(ValueError, match='reference_points'):
+        _build('deformable', 'DETRDistillDistiller', dict(query_prior=dict(reference_points='x')))
+
+
+def test_two_components_that_make_the_group_differently_are_refused():
+    components = dict(
+        fixed=dict(type='FixedMatchKD', prefix='d3etr.fixed'),
+        query_prior=dict(
+            type='QueryPriorAssignment',
+            prefix='detrdistill.query_prior',
+            reference_points='teacher',
+        ),
+    )
+    model = _build('deformable', 'ConfigurableDistiller', dict(components=components))
+    with pytest.raises(ValueError, match="query groups named 'teacher_queries'.*reference_points"):
+        _teacher_group(model, make_batch(model))

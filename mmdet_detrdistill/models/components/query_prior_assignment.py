@@ -1,5 +1,6 @@
 """DETRDistill (arXiv 2211.10156), Sec. 3.4: query-prior assignment (teacher queries, matching)."""
 
+import dataclasses
 from typing import Dict, List, Optional, Union
 
 from mmdet.registry import MODELS, TASK_UTILS
@@ -20,6 +21,9 @@ from ..task_modules import BoundTeacherAssigner, MixMatcher, QueryPriorAssigner
 from ..task_modules.pairing import SolvedPairings
 from .base_component import NO_PAIRS, DistillComponent
 from .fixed_match_kd import check_same_query_format, teacher_query_group
+
+#: where the query-prior group's reference points come from (see QueryPriorAssignment)
+REFERENCE_POINTS = ('student', 'teacher')
 
 
 @MODELS.register_module()
@@ -45,6 +49,13 @@ class QueryPriorAssignment(DistillComponent):
             to None: the teacher head's own assigner, wrapped.
         loss_weight (float): Multiplies the head's losses (Deformable DETR's
             head: focal 2, L1 5, GIoU 2, the paper's weights). Defaults to 1.0.
+        reference_points (str): ``'student'``: what the student derives from
+            the teacher's queries is derived by its own layers, as the official
+            code does (the default); ``'teacher'``: the teacher's reference
+            points as they are, so no student layer learns from them (this
+            package before 2026-12-07; kept for the ablation of issue #32,
+            item 5). Differs from ``'student'`` on one-stage Deformable DETR
+            only. Defaults to ``'student'``.
     """
 
     def __init__(
@@ -52,10 +63,17 @@ class QueryPriorAssignment(DistillComponent):
         prefix: str = 'detrdistill.query_prior',
         assigner: Optional[ConfigType] = None,
         loss_weight: float = 1.0,
+        reference_points: str = 'student',
     ) -> None:
         super().__init__(prefix)
+        if reference_points not in REFERENCE_POINTS:
+            raise ValueError(
+                f'{prefix}: reference_points={reference_points!r}; choose one of '
+                f'{", ".join(map(repr, REFERENCE_POINTS))}'
+            )
         self.assigner_cfg = assigner
         self.loss_weight = loss_weight
+        self.reference_points = reference_points
 
     def bind(self, student: nn.Module, teacher: nn.Module) -> None:
         check_same_query_format(student, teacher, self)
@@ -69,6 +87,8 @@ class QueryPriorAssignment(DistillComponent):
     def query_groups(
         self, teacher_out: DecoderOutputs, batch_data_samples: SampleList
     ) -> List[QueryGroup]:
+        if self.reference_points == 'teacher':
+            return [dataclasses.replace(teacher_out.own_queries, name=TEACHER_QUERY_GROUP)]
         return [teacher_query_group(teacher_out, self.student)]
 
     def loss(
@@ -99,4 +119,7 @@ class QueryPriorAssignment(DistillComponent):
         return out
 
     def extra_repr(self) -> str:
-        return f'{super().extra_repr()}, loss_weight={self.loss_weight}'
+        return (
+            f'{super().extra_repr()}, loss_weight={self.loss_weight}, '
+            f'reference_points={self.reference_points!r}'
+        )

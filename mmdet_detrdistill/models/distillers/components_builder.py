@@ -2,9 +2,10 @@
 
 from typing import Dict, Iterable, List, Mapping, Optional
 
+import torch
 from mmdet.registry import MODELS
 from mmdet.utils import OptConfigType
-from torch import nn
+from torch import Tensor, nn
 
 from ..common import QueryGroup
 from ..components.config_keys import ComponentKeys
@@ -71,6 +72,16 @@ def unique_query_groups(requests: Iterable[List[QueryGroup]]) -> List[QueryGroup
             seen = unique.get(group.name)
             if seen is None:
                 unique[group.name] = group
-            elif seen.query is not group.query:
-                raise ValueError(f'two components add different query groups named {group.name!r}')
+            elif seen.query is not group.query or not _same(seen.reference, group.reference):
+                raise ValueError(
+                    f'two components add different query groups named {group.name!r} (e.g. '
+                    'different `reference_points` settings): give them the same settings'
+                )
     return list(unique.values())
+
+
+def _same(a: Optional[Tensor], b: Optional[Tensor]) -> bool:
+    """Whether two reference tensors (or Nones) hold the same values."""
+    if a is b:
+        return True
+    return a is not None and b is not None and a.shape == b.shape and bool(torch.equal(a, b))
