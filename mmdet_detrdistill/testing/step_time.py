@@ -150,7 +150,7 @@ def train_step(
     return step
 
 
-def _batch(model: torch.nn.Module, args: argparse.Namespace) -> Dict:
+def step_batch(model: torch.nn.Module, args: argparse.Namespace) -> Dict:
     """The benchmark batch: ``--batch`` random images of ``--size``, five boxes each."""
     student = getattr(model, 'student', model)
     classes = student.bbox_head.num_classes
@@ -183,7 +183,7 @@ def _probe_steps(
     build = build_distiller if args.memory_probe == 'distill' else build_student_alone
     torch.manual_seed(args.seed)
     model = build(args.config, device)
-    batch = _batch(model, args)
+    batch = step_batch(model, args)
     peaks = {}
     for name, optim_wrapper in (
         ('no_optimizer', None),
@@ -252,7 +252,7 @@ def measure_times(
     torch.manual_seed(args.seed)
     distiller = build_distiller(args.config, device)
     student, teacher = distiller.student, distiller.teacher
-    batch = _batch(distiller, args)
+    batch = step_batch(distiller, args)
     args.solver_threads_used = solver_threads(distiller, args.solver_threads)
 
     def teacher_forward() -> None:
