@@ -110,6 +110,25 @@ STEPS: List[Step] = [
         'work_dirs/ablate_oddetr/ablation.md',
     ),
     Step(
+        'oddetr-instability',
+        # the report's clutter rows are of the scenes' version 1; this makes the current version
+        'OD-DETR instability per epoch (Fig. 1), Conditional, shapes and clutter scenes',
+        f'{ABLATE} --dataset shapes --seeds 0 1 2 --variants alone defaults guided-blended && '
+        f'{ABLATE} --dataset clutter --seeds 0 1 2 --variants alone defaults && '
+        'python tools/analysis_tools/plot_instability.py work_dirs/ablate_oddetr/ablation.json '
+        'work_dirs/ablate_oddetr_clutter/ablation.json --titles "Conditional, shapes" '
+        '"Conditional, clutter" --out work_dirs/instability_oddetr_conditional.png',
+        'work_dirs/ablate_oddetr{,_clutter}/ablation.md, '
+        'work_dirs/instability_oddetr_conditional.png',
+    ),
+    Step(
+        'clutter-deformable',
+        'Calibrating the clutter scenes (Deformable DETR, scenes of the current version)',
+        'OMP_NUM_THREADS=1 python tools/analysis_tools/ablate_oddetr.py --family deformable '
+        '--dataset clutter --seeds 0 1 2 --variants alone defaults',
+        'work_dirs/ablate_oddetr_deformable_clutter/ablation.md',
+    ),
+    Step(
         'accuracy',
         'Accuracy study (all three families)',
         'python tools/analysis_tools/benchmark_accuracy.py --families conditional deformable dab',
@@ -151,6 +170,13 @@ STEPS: List[Step] = [
         'Training cost: DINO, 320 px',
         f'{STEP_TIME} {REAL_DINO} --size 320 --batch 2 --iters 3 --threads 1',
         'its log (summary table)',
+    ),
+    Step(
+        'profile-dino-oddetr',
+        'DINO step: where the time goes (OD-DETR)',
+        'OMP_NUM_THREADS=1 python tools/analysis_tools/profile_step_stages.py '
+        'configs/oddetr/oddetr_dino-4scale-r50_8xb2-12e_coco.py --size 320 --batch 2 --iters 2',
+        'its log (the stage table)',
     ),
     Step(
         'allocator-release-tiny',
