@@ -112,3 +112,18 @@ def test_oddetr_teacher_decodes_the_students_proposals_without_its_encoder(famil
     mine = slices['student_queries']
     torch.testing.assert_close(twins.cls_scores, want[0][:, :, mine], **CLOSE)
     torch.testing.assert_close(twins.bbox_preds, want[1][:, :, mine], **CLOSE)
+
+
+@pytest.mark.parametrize('method, kept', [('D3ETRDistiller', False), ('ODDETRDistiller', True)])
+def test_the_teachers_memory_is_kept_only_by_a_method_that_decodes_on_it(method, kept, monkeypatch):
+    cfg = tiny_dino_cfg()
+    torch.manual_seed(0)
+    model = MODELS.build(distiller_cfg(cfg, cfg, method=method))
+    model.init_weights()
+    seen = []
+    groups = model.extra_query_groups
+    monkeypatch.setattr(
+        model, 'extra_query_groups', lambda out, samples: seen.append(out) or groups(out, samples)
+    )
+    model(**make_batch(model, image_shapes=SHAPES), mode='loss')
+    assert (DECODER_INPUTS in seen[0].head_inputs) is kept

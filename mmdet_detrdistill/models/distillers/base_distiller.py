@@ -16,6 +16,7 @@ from ...utils.paths import expand_user_path
 from ..common import OWN_GROUP, DecoderOutputs, QueryGroup
 from ..components.config_keys import COMPONENTS_EXAMPLE, ComponentKeys, require_dict
 from ..detectors import QueryGroupMixin, to_group_detector_cfg
+from ..detectors.query_group_mixin import DECODER_INPUTS
 from ..layers import AttentionRecorder, group_blocks
 from ..task_modules import RecordingAssigner, layer_match_instability
 from ..task_modules.pairing import solve_pairings
@@ -121,6 +122,10 @@ class DETRDistillerBase(BaseDetector):
 
     #: True for a teacher that is a registered submodule (OD-DETR's EMA)
     _teacher_in_module_tree = False
+    #: whether the teacher decodes more queries on its encoder output of the step after its
+    #: own pass (``QueryGroupMixin.decode_query_group``, OD-DETR's twins): if not, its decoder
+    #: inputs (the encoder memory) are let go as soon as its outputs are taken
+    _decodes_more_on_teacher_memory = False
 
     def __init__(
         self,
@@ -270,6 +275,8 @@ class DETRDistillerBase(BaseDetector):
             teacher_out = self.decoder_outputs(
                 self.teacher, batch_inputs, batch_data_samples, (), kinds
             )
+        if not self._decodes_more_on_teacher_memory:  # its encoder memory is not read again
+            teacher_out.head_inputs.pop(DECODER_INPUTS, None)
         groups = self.extra_query_groups(teacher_out, batch_data_samples)
         student_out = self.decoder_outputs(
             self.student, batch_inputs, batch_data_samples, groups, kinds

@@ -98,6 +98,7 @@ class ODDETRDistiller(DETRDistillerBase):
     """
 
     _teacher_in_module_tree = True
+    _decodes_more_on_teacher_memory = True  # teacher_on_queries
     #: a plain student checkpoint (``load_from``) starts the EMA teacher from it too
     _warm_start_targets = ('student.', 'ema_teacher.module.')
 
