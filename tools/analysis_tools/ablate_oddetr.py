@@ -45,6 +45,7 @@ from mmdet_detrdistill.engine.match_instability_hook import (
 )
 from mmdet_detrdistill.testing import REPO_ROOT
 from mmdet_detrdistill.testing.demo_runs import (
+    DATASETS,
     FAMILIES,
     METHODS,
     SCALES,
@@ -110,8 +111,6 @@ VARIANTS: Dict[str, Variant] = {
     ),
 }
 METRICS = ('bbox_mAP', 'bbox_mAP_50', 'bbox_mAP_75')
-#: --dataset -> (default data root, make_synthetic_coco style)
-DATASETS = {'shapes': ('data/synth_coco', 'shapes'), 'clutter': ('data/synth_clutter', 'clutter')}
 
 
 def parse_args() -> argparse.Namespace:

@@ -2,11 +2,13 @@
 
     python tools/analysis_tools/benchmark_accuracy.py [--families conditional]
         [--methods d3etr detrdistill oddetr] [--seeds 0 1 2] [--work-dir work_dirs/accuracy]
-        [--variant METHOD LABEL KEY=VALUE [KEY=VALUE ...]] [--quick]
+        [--variant METHOD LABEL KEY=VALUE [KEY=VALUE ...]] [--dataset shapes|clutter] [--quick]
 
-On the generated dataset of the embedded default, for each family: one teacher (seed 0, as in
-``tools/run_demo.py``, whose finished stages are reused: both train through
-``mmdet_detrdistill.testing.demo_runs``), then for every seed the student alone and with each
+On a generated dataset (``--dataset``: the embedded default's shapes, or the harder cluttered
+scenes of ``mmdet_detrdistill/datasets/clutter_scene.py``), for each family: one teacher (seed 0,
+as in ``tools/run_demo.py``, whose finished stages are reused on the shapes: both train through
+``mmdet_detrdistill.testing.demo_runs``; on other data it is trained in
+``work_dirs/demo[_FAMILY]_DATASET``), then for every seed the student alone and with each
 method, all on the same schedule. Every run is evaluated with mmdet's CocoMetric
 at four points of its schedule; the *short* schedule is the evaluation at half the iterations
 (before the learning-rate step at 80%), the *long* one the end of the run. ``--variant`` adds a
@@ -17,7 +19,8 @@ processes, and a last call with all of them only collects.
 Writes to WORK_DIR:
 
 * ``accuracy.md``: mean and spread (sample std over seeds) of COCO AP / AP50 / AP75 / AP_s /
-  AP_m / AP_l per family x method x schedule, with the teacher's AP;
+  AP_m / AP_l per family x method x schedule, with the teacher's AP and, for OD-DETR, the AP
+  of its EMA model;
 * ``accuracy_FAMILY.png``: AP against iterations, baseline vs each method (mean, min-max band);
 * ``accuracy.json``: every evaluation of every run.
 
@@ -36,6 +39,7 @@ from typing import Dict, List
 from mmdet_detrdistill.datasets import make_synthetic_coco
 from mmdet_detrdistill.testing import REPO_ROOT
 from mmdet_detrdistill.testing.demo_runs import (
+    DATASETS,
     FAMILIES,
     METHODS,
     SCALES,
@@ -56,7 +60,13 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--seeds', nargs='+', type=int, default=[0, 1, 2])
     parser.add_argument('--iters', type=int, help="student schedule (default: the demo's)")
     parser.add_argument('--work-dir', default='work_dirs/accuracy')
-    parser.add_argument('--data-root', default='data/synth_coco', help='generated dataset')
+    parser.add_argument(
+        '--dataset',
+        choices=sorted(DATASETS),
+        default='shapes',
+        help='generated scenes: the default shapes, or the harder cluttered ones',
+    )
+    parser.add_argument('--data-root', help='where the dataset goes (default: per --dataset)')
     parser.add_argument(
         '--variant',
         nargs='+',
@@ -104,14 +114,15 @@ def evaluations(log_file: str, val_interval: int) -> Dict[int, Dict[str, float]]
 
 
 def summary_table(runs: Dict, teachers: Dict, short: int, long: int, seeds: List[int]) -> str:
-    """Markdown: family | student | iters | AP ... AP_l | ΔAP vs baseline | teacher AP.
+    """Markdown: family | student | iters | AP ... AP_l | ΔAP vs baseline | teacher AP | EMA AP.
 
-    ΔAP is the difference of the mean APs over seeds (the baseline's row has none)."""
+    ΔAP is the difference of the mean APs over seeds (the baseline's row has none); the last
+    column is the AP of the run's EMA model where it reports one (OD-DETR), else '—'."""
     head = (
         '| family | student | iters | AP | AP50 | AP75 | AP_s | AP_m | AP_l '
-        '| ΔAP vs baseline | AP (teacher) |'
+        '| ΔAP vs baseline | AP (teacher) | AP (EMA model) |'
     )
-    rows = [head, '|' + '---|' * 11]
+    rows = [head, '|' + '---|' * 12]
     for family, by_method in runs.items():
         t_ap = 100 * teachers[family]['metrics']['bbox_mAP']
         for iters in (short, long):
@@ -124,7 +135,11 @@ def summary_table(runs: Dict, teachers: Dict, short: int, long: int, seeds: List
                 gain = '—'
                 if method != 'baseline' and {method, 'baseline'} <= set(mean_ap):
                     gain = f'{mean_ap[method] - mean_ap["baseline"]:+.1f}'
-                rows.append(f'| {family} | {method} | {iters} | {cells} | {gain} | {t_ap:.1f} |')
+                ema = [m['ema/bbox_mAP'] for m in at if 'ema/bbox_mAP' in m]
+                ema_ap = spread(ema) if ema and len(ema) == len(at) else '—'
+                rows.append(
+                    f'| {family} | {method} | {iters} | {cells} | {gain} | {t_ap:.1f} | {ema_ap} |'
+                )
     return '\n'.join(rows)
 
 
@@ -152,20 +167,35 @@ def plot(family: str, by_method: Dict, teacher_ap: float, path: str) -> None:
     plt.close(fig)
 
 
+def _version(data_root: str) -> str:
+    """', scenes version N' from the dataset's manifest where it records one."""
+    try:
+        with open(osp.join(data_root, 'manifest.json')) as f:
+            version = json.load(f).get('params', {}).get('style_version')
+    except (OSError, ValueError):
+        return ''
+    return f', scenes version {version}' if version is not None else ''
+
+
 def main() -> None:
     args = parse_args()
     num_train, num_val, t_iters, s_iters = SCALES['quick' if args.quick else 'full']
     s_iters = args.iters or s_iters
     os.chdir(REPO_ROOT)
-    data_root = args.data_root + ('_quick' if args.quick else '')
-    make_synthetic_coco(data_root, num_train, num_val, img_size=128, seed=0)
+    default_root, style = DATASETS[args.dataset]
+    data_root = (args.data_root or default_root) + ('_quick' if args.quick else '')
+    make_synthetic_coco(data_root, num_train, num_val, img_size=128, seed=0, style=style)
     interval = max(1, s_iters // NUM_EVALS)
     evals = [f'train_cfg.val_interval={interval}']
     runs: Dict = {}
     teachers: Dict = {}
     for family in args.families:
         teacher_cfg, student_cfg = FAMILIES[family]
-        demo_dir = 'work_dirs/demo' + ('' if family == 'conditional' else f'_{family}')
+        demo_dir = (
+            'work_dirs/demo'
+            + ('' if family == 'conditional' else f'_{family}')
+            + ('' if args.dataset == 'shapes' else f'_{args.dataset}')
+        )
         if args.quick:
             demo_dir = osp.join(args.work_dir, family)
         teacher = run_stage(Stage('teacher', teacher_cfg, t_iters, []), demo_dir, 0, data_root)
@@ -190,13 +220,16 @@ def main() -> None:
     short, long = interval * (NUM_EVALS // 2), s_iters
     table = summary_table(runs, teachers, short, long, args.seeds)
     note = (
-        f'Generated data `{data_root}` ({num_train} train / {num_val} val images, 128 px); '
+        f'Generated data `{data_root}` ({args.dataset}{_version(data_root)}, {num_train} train / '
+        f'{num_val} val images, 128 px); '
         f'students trained {s_iters} iterations (short schedule: the evaluation at {short}), '
         f'seeds {args.seeds}; teacher {t_iters} iterations, seed 0. COCO box AP (%), '
         'mean ± sample std over seeds; ΔAP: difference of the mean APs.'
     )
     os.makedirs(args.work_dir, exist_ok=True)
     for family, by_method in runs.items():
+        if not by_method:  # only the teacher was asked for
+            continue
         path = osp.join(args.work_dir, f'accuracy_{family}.png')
         plot(family, by_method, teachers[family]['metrics']['bbox_mAP'], path)
         print(f'plot: {path}')
