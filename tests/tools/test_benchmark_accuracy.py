@@ -97,3 +97,39 @@ def test_variants_parse_and_bad_ones_say_the_form(monkeypatch, capsys):
         with pytest.raises(SystemExit):
             parse_args()
         assert 'expected METHOD LABEL KEY=VALUE' in capsys.readouterr().err
+
+
+def test_summary_table_shows_the_ema_model_where_every_seed_reports_one():
+    """OD-DETR's rows carry its EMA model's AP (mean over seeds); a run without one shows '—'."""
+    with_ema = {**_metrics(0.02), 'ema/bbox_mAP': 0.03}
+    runs = {
+        'conditional': {
+            'baseline': {0: {10: _metrics(0.01)}, 1: {10: _metrics(0.01)}},
+            'OD-DETR': {0: {10: with_ema}, 1: {10: {**with_ema, 'ema/bbox_mAP': 0.05}}},
+        }
+    }
+    teachers = {'conditional': {'metrics': {'bbox_mAP': 0.1}}}
+    table = summary_table(runs, teachers, short=5, long=10, seeds=[0, 1]).splitlines()
+    assert table[0].strip('|').split('|')[-1].strip() == 'AP (EMA model)'
+    cells = [[c.strip() for c in r.strip('|').split('|')] for r in table[2:]]
+    rows = {r[1]: r for r in cells}  # the long schedule's row, the later of each student's
+    assert rows['baseline'][-1] == '—'
+    assert rows['OD-DETR'][-1] == f'4.0 ± {100 * statistics.stdev([0.03, 0.05]):.1f}'
+    assert rows['OD-DETR'][3] == '2.0 ± 0.0'  # the student's own AP stays in the AP column
+
+
+def test_dataset_option_picks_the_data_root_and_the_note_names_the_scenes_version(
+    tmp_path, monkeypatch
+):
+    """``--dataset clutter`` defaults to the clutter scenes' root; the table's note reads the
+    scenes version from the dataset's manifest (none for a dataset without one)."""
+    import json
+
+    from benchmark_accuracy import _version, parse_args
+
+    monkeypatch.setattr(sys, 'argv', ['x', '--dataset', 'clutter'])
+    args = parse_args()
+    assert args.dataset == 'clutter' and args.data_root is None
+    (tmp_path / 'manifest.json').write_text(json.dumps({'params': {'style_version': 3}}))
+    assert _version(str(tmp_path)) == ', scenes version 3'
+    assert _version(str(tmp_path / 'missing')) == ''
