@@ -39,7 +39,15 @@ FAMILIES = {
         'configs/embedded/dino_tiny-student_1xb8-synth.py',
     ),
 }
-# method -> (row name, needs the trained teacher, distiller config per family)
+# pairings across families -> (teacher, student) configs: a study's "family" too, for the
+# methods that have a config for it (D3ETR across query counts: 90 -> 30, as DINO's 900 -> 300)
+PAIRINGS = {
+    'dino-deformable': (
+        'configs/embedded/dino_tiny-teacher-q90_1xb8-synth.py',
+        'configs/embedded/deformable-detr_tiny-student_1xb8-synth.py',
+    ),
+}
+# method -> (row name, needs the trained teacher, distiller config per family or pairing)
 METHODS = {
     'd3etr': (
         'D3ETR student',
@@ -49,6 +57,7 @@ METHODS = {
             'dab': 'configs/d3etr/d3etr_tiny-dab-t_tiny-dab-s_1xb8-synth.py',
             'deformable': 'configs/d3etr/d3etr_tiny-deformable-t_tiny-deformable-s_1xb8-synth.py',
             'dino': 'configs/d3etr/d3etr_tiny-dino-t_tiny-dino-s_1xb8-synth.py',
+            'dino-deformable': 'configs/d3etr/d3etr_tiny-dino-t_tiny-deformable-s_1xb8-synth.py',
         },
     ),
     'detrdistill': (

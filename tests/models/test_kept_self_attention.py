@@ -4,10 +4,11 @@ attends to (issue #32, item 4: a 900-query teacher against 300 student queries).
 
 import pytest
 import torch
+from mmdet.registry import MODELS
 from torch import nn
 
 from mmdet_detrdistill.models.common import OWN_GROUP, DecoderOutputs, gather_square
-from mmdet_detrdistill.models.components.pair_losses import pair_losses
+from mmdet_detrdistill.models.components.pair_losses import ATTENTION_LOSSES, pair_losses
 from mmdet_detrdistill.models.layers.attention_maps import renormalise_rows
 from mmdet_detrdistill.models.layers.attention_records import AttentionWeights
 from mmdet_detrdistill.models.layers.group_attention_blocks import group_blocks
@@ -49,10 +50,10 @@ def _outputs(attn):
     return DecoderOutputs(cls, box, slices, own_queries=None, attn={'self': [blocks]})
 
 
-def _self_attn_loss(s_attn, t_attn, s_idx, t_idx):
-    loss_fns = nn.ModuleDict(
-        dict(loss_self_attn=AttentionMapDistillLoss(loss_weight=1e4, ref_num_keys=300))
-    )
+def _self_attn_loss(s_attn, t_attn, s_idx, t_idx, **override):
+    """The default self-attention loss (``override``: its arguments changed) over the pairs."""
+    cfg = {**ATTENTION_LOSSES['loss_self_attn'], **override}
+    loss_fns = nn.ModuleDict(dict(loss_self_attn=MODELS.build(cfg)))
     metas = [dict(img_shape=(64, 64))] * BS
     out = pair_losses(
         loss_fns, (s_idx, t_idx), (_outputs(s_attn), OWN_GROUP, 0), (_outputs(t_attn), 0), metas
@@ -81,6 +82,33 @@ def test_maps_that_agree_on_the_kept_queries_give_zero_loss(num_student, num_tea
         assert loss.item() == pytest.approx(0.0, abs=1e-9)
     other = _embed(_rows(BS, num_kept, num_kept, gen=gen), t_idx, num_teacher, gen)
     assert _self_attn_loss(student, other, s_idx, t_idx).item() > 1e-6  # it can still see
+
+
+def test_raw_blocks_the_ablation_keep_a_loss_that_agreement_cannot_remove():
+    """``renormalise=False`` (the way before the fix, for its ablation): the same agreeing
+    maps leave a loss when the teacher has more queries than pairs, none when all are kept."""
+    gen = torch.Generator().manual_seed(7)
+    s_idx, t_idx = _pairs(3, 9, 3, gen)
+    agreed = _rows(BS, 3, 3, gen=gen)
+    student, teacher = _embed(agreed, s_idx, 3, gen), _embed(agreed, t_idx, 9, gen)
+    assert _self_attn_loss(student, teacher, s_idx, t_idx).item() == pytest.approx(0, abs=1e-9)
+    assert _self_attn_loss(student, teacher, s_idx, t_idx, renormalise=False).item() > 1e-3
+    s_idx, t_idx = _pairs(6, 6, 6, gen)
+    agreed = _rows(BS, 6, 6, gen=gen)
+    student, teacher = _embed(agreed, s_idx, 6, gen), _embed(agreed, t_idx, 6, gen)
+    raw = _self_attn_loss(student, teacher, s_idx, t_idx, renormalise=False)
+    assert raw.item() == pytest.approx(0, abs=1e-9)
+
+
+def test_the_loss_alone_compares_maps_as_given_unless_asked_to_renormalise():
+    """Cross-attention rows (every key) go in as they are; ``renormalise=True`` rescales rows."""
+    gen = torch.Generator().manual_seed(3)
+    a = _rows(BS, 4, 6, gen=gen)
+    half = a / 2  # the same proportions, rows summing to 1/2
+    plain = AttentionMapDistillLoss(loss_weight=1.0, ref_num_keys=6)
+    assert plain(half, a).item() > 1e-4
+    renorm = AttentionMapDistillLoss(loss_weight=1.0, ref_num_keys=6, renormalise=True)
+    assert renorm(half, a).item() == pytest.approx(0, abs=1e-12)
 
 
 def test_the_raw_block_of_a_larger_teacher_would_not_sum_to_one():

@@ -133,3 +133,26 @@ def test_dataset_option_picks_the_data_root_and_the_note_names_the_scenes_versio
     (tmp_path / 'manifest.json').write_text(json.dumps({'params': {'style_version': 3}}))
     assert _version(str(tmp_path)) == ', scenes version 3'
     assert _version(str(tmp_path / 'missing')) == ''
+
+
+def test_a_pairing_across_families_takes_only_the_methods_that_have_a_config_for_it(
+    monkeypatch, capsys
+):
+    """``--families dino-deformable`` (a 90-query DINO teacher, a 30-query Deformable DETR
+    student) runs D3ETR and its variants; asking for another method says which to pass."""
+    from benchmark_accuracy import parse_args
+
+    from mmdet_detrdistill.testing.demo_runs import METHODS, PAIRINGS
+
+    argv = ['x', '--families', 'dino-deformable', '--methods', 'd3etr']
+    monkeypatch.setattr(sys, 'argv', argv + ['--variant', 'd3etr', 'raw', 'a=1'])
+    assert parse_args().families == ['dino-deformable']
+    for extra in ([], ['--variant', 'oddetr', 'x', 'a=1']):
+        monkeypatch.setattr(sys, 'argv', ['x', '--families', 'dino-deformable', *extra])
+        with pytest.raises(SystemExit):
+            parse_args()
+        err = capsys.readouterr().err
+        assert 'no config of' in err and '--methods d3etr' in err
+    teacher, student = PAIRINGS['dino-deformable']
+    assert 'dino' in teacher and 'deformable' in student
+    assert 'dino-deformable' in METHODS['d3etr'][2]

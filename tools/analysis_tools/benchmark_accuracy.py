@@ -42,6 +42,7 @@ from mmdet_detrdistill.testing.demo_runs import (
     DATASETS,
     FAMILIES,
     METHODS,
+    PAIRINGS,
     SCALES,
     Stage,
     coco_metrics,
@@ -55,7 +56,13 @@ NUM_EVALS = 4
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('--families', nargs='+', choices=sorted(FAMILIES), default=['conditional'])
+    parser.add_argument(
+        '--families',
+        nargs='+',
+        choices=sorted({**FAMILIES, **PAIRINGS}),
+        default=['conditional'],
+        help='model families, or a pairing across families (dino-deformable: D3ETR only)',
+    )
     parser.add_argument('--methods', nargs='*', choices=sorted(METHODS), default=sorted(METHODS))
     parser.add_argument('--seeds', nargs='+', type=int, default=[0, 1, 2])
     parser.add_argument('--iters', type=int, help="student schedule (default: the demo's)")
@@ -87,6 +94,15 @@ def parse_args() -> argparse.Namespace:
             parser.error(
                 f'--variant {" ".join(variant)}: expected METHOD LABEL KEY=VALUE [KEY=VALUE ...] '
                 f'with METHOD one of {sorted(METHODS)}'
+            )
+    for family in args.families:
+        methods = args.methods + [v[0] for v in args.variant if v]
+        missing = sorted({m for m in methods if family not in METHODS.get(m, (0, 0, {}))[2]})
+        if missing:
+            has = sorted(m for m, (_, _, configs) in METHODS.items() if family in configs)
+            parser.error(
+                f'--families {family}: no config of {", ".join(missing)} for it; '
+                f'pass --methods {" ".join(has)} (or variants of those)'
             )
     return args
 
@@ -190,7 +206,7 @@ def main() -> None:
     runs: Dict = {}
     teachers: Dict = {}
     for family in args.families:
-        teacher_cfg, student_cfg = FAMILIES[family]
+        teacher_cfg, student_cfg = {**FAMILIES, **PAIRINGS}[family]
         demo_dir = (
             'work_dirs/demo'
             + ('' if family == 'conditional' else f'_{family}')

@@ -11,7 +11,6 @@ from mmdet.structures.bbox import bbox_cxcywh_to_xyxy
 from torch import Tensor, nn
 
 from ..common import OWN_GROUP, DecoderOutputs, gather_queries, pixel_scale
-from ..layers.attention_maps import renormalise_rows
 from ..losses.attention_map_distill_loss import REF_CROSS_ATTN_KEYS, REF_SELF_ATTN_KEYS
 from ..task_modules.pairing import Pairs, SolvedPairing
 
@@ -20,10 +19,15 @@ PREDICTION_LOSSES = dict(
     loss_bbox=dict(type='L1Loss', loss_weight=5.0),
     loss_iou=dict(type='GIoULoss', loss_weight=2.0),
 )
-# the published weights at their reference key counts (see AttentionMapDistillLoss)
+# the published weights at their reference key counts (see AttentionMapDistillLoss); the
+# self-attention blocks among kept queries are renormalised over them (issue #32, item 4;
+# `renormalise=False`: the raw blocks, for the ablation)
 ATTENTION_LOSSES = dict(
     loss_self_attn=dict(
-        type='AttentionMapDistillLoss', loss_weight=1e4, ref_num_keys=REF_SELF_ATTN_KEYS
+        type='AttentionMapDistillLoss',
+        loss_weight=1e4,
+        ref_num_keys=REF_SELF_ATTN_KEYS,
+        renormalise=True,
     ),
     loss_cross_attn=dict(
         type='AttentionMapDistillLoss', loss_weight=1e3, ref_num_keys=REF_CROSS_ATTN_KEYS
@@ -141,9 +145,9 @@ def pair_losses(
         dict[str, Tensor]: Classes (soft-label BCE on logits vs. teacher
         probabilities), boxes (L1 on normalised cxcywh, GIoU on pixel xyxy,
         both averaged over pairs), self-attention among the matched queries
-        (each side's block renormalised over its matched queries,
-        :func:`renormalise_rows`: a teacher with more queries than pairs
-        spreads weight over queries the student does not have) and their
+        (the default loss renormalises each side's block over its matched
+        queries: a teacher with more queries than pairs spreads weight over
+        queries the student does not have; ``AttentionMapDistillLoss``) and their
         cross-attention, both reordered by the match. Only the matched
         queries' rows of the maps are formed (``DecoderOutputs.self_attn_block``).
     """
@@ -168,8 +172,8 @@ def pair_losses(
         )
     if 'loss_self_attn' in loss_fns:
         out['loss_self_attn'] = loss_fns['loss_self_attn'](
-            renormalise_rows(s_out.self_attn_block(group, s_l, s_idx)),  # (bs, K, K)
-            renormalise_rows(t_out.self_attn_block(OWN_GROUP, t_l, t_idx)),
+            s_out.self_attn_block(group, s_l, s_idx),  # (bs, K, K)
+            t_out.self_attn_block(OWN_GROUP, t_l, t_idx),
         )
     if 'loss_cross_attn' in loss_fns:
         out['loss_cross_attn'] = loss_fns['loss_cross_attn'](

@@ -6,6 +6,8 @@ import torch.nn.functional as F
 from mmdet.registry import MODELS
 from torch import Tensor, nn
 
+from ..layers.attention_maps import renormalise_rows
+
 #: reference key counts at which the published weights (D3ETR reference code: self 1e4,
 #: cross 1e3) act unchanged: 300 queries (Conditional / Deformable DETR), and the stride-32
 #: (C5) grid of an 800 x 1333 input, ceil(800 / 32) x ceil(1333 / 32) = 25 x 42 = 1050 keys
@@ -37,10 +39,12 @@ class AttentionMapDistillLoss(nn.Module):
     included: a batch padded to a larger size weighs a little more.
 
     Self-attention maps (D3ETR, arXiv 2211.09768, Sec. 3, attention-map
-    distillation) come in as the K x K block among the matched queries,
-    each side renormalised over its K kept queries (what ``pair_losses``
-    passes: ``DecoderOutputs.self_attn_block``, formed from the kept rows
-    only, then ``layers/attention_maps.py::renormalise_rows``)::
+    distillation) come in as the K x K block among the matched queries
+    (what ``pair_losses`` passes: ``DecoderOutputs.self_attn_block``, formed
+    from the kept rows only) and, with ``renormalise=True`` (the default
+    self-attention loss of ``components/pair_losses.py``), each side is
+    renormalised over its K kept queries first
+    (``layers/attention_maps.py::renormalise_rows``)::
 
         A_s[b, i, j] = S[b, s_i, s_j] / max(sum_k S[b, s_i, s_k], eps)
         A_t[b, i, j] = T[b, t_i, t_j] / max(sum_k T[b, t_i, t_k], eps)
@@ -54,6 +58,9 @@ class AttentionMapDistillLoss(nn.Module):
     queries, whatever else either attends to. With every query kept (K = N:
     fixed matching, adaptive matching of equal query counts) the
     renormalisation changes nothing. Here N = K for self-attention.
+    ``renormalise=False`` compares the raw blocks (the way before issue #32,
+    item 4, kept for its ablation). Cross-attention rows cover every key and
+    are compared as given.
 
     Reference counts (:data:`REF_SELF_ATTN_KEYS`, :data:`REF_CROSS_ATTN_KEYS`):
     self-attention 300 keys (the queries of Conditional / Deformable DETR);
@@ -72,9 +79,17 @@ class AttentionMapDistillLoss(nn.Module):
         ref_num_keys (int): N_ref, the key count at which ``loss_weight`` is
             a plain MSE weight: 300 for self-attention, 1050 for
             cross-attention (what ``pair_losses`` sets). Required.
+        renormalise (bool): Rescale each row of both maps to sum to 1 before
+            comparing them (self-attention blocks among kept queries).
+            Defaults to False.
     """
 
-    def __init__(self, loss_weight: float = 1.0, ref_num_keys: Optional[int] = None) -> None:
+    def __init__(
+        self,
+        loss_weight: float = 1.0,
+        ref_num_keys: Optional[int] = None,
+        renormalise: bool = False,
+    ) -> None:
         super().__init__()
         if not isinstance(ref_num_keys, int) or ref_num_keys <= 0:
             raise ValueError(
@@ -85,6 +100,7 @@ class AttentionMapDistillLoss(nn.Module):
             )
         self.loss_weight = loss_weight
         self.ref_num_keys = ref_num_keys
+        self.renormalise = renormalise
 
     def forward(self, student_attn: Tensor, teacher_attn: Tensor) -> Tensor:
         """Compute the loss (inputs of equal shape; see the class docstring)."""
@@ -95,9 +111,17 @@ class AttentionMapDistillLoss(nn.Module):
                 'feature-map size (same backbone stride and input); otherwise set the '
                 'cross-attention loss to None in the distiller config.'
             )
+        if self.renormalise:
+            student_attn, teacher_attn = (
+                renormalise_rows(student_attn),
+                renormalise_rows(teacher_attn),
+            )
         scale = (student_attn.shape[-1] / self.ref_num_keys) ** 2
         mse = F.mse_loss(student_attn.float(), teacher_attn.detach().float())
         return self.loss_weight * scale * mse
 
     def extra_repr(self) -> str:
-        return f'loss_weight={self.loss_weight}, ref_num_keys={self.ref_num_keys}'
+        return (
+            f'loss_weight={self.loss_weight}, ref_num_keys={self.ref_num_keys}, '
+            f'renormalise={self.renormalise}'
+        )
