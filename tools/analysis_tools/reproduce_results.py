@@ -135,6 +135,14 @@ STEPS: List[Step] = [
         'work_dirs/accuracy/accuracy.md, accuracy_FAMILY.png',
     ),
     Step(
+        'accuracy-clutter-conditional',
+        'Clutter scenes (current version), Conditional DETR: every method, 3 seeds',
+        'OMP_NUM_THREADS=1 python tools/analysis_tools/benchmark_accuracy.py --dataset clutter '
+        '--families conditional --work-dir work_dirs/accuracy_clutter '
+        '--variant oddetr blended model.guided_assignment.type=ODDETRGuidedAssignment',
+        'work_dirs/accuracy_clutter/accuracy.md, accuracy_conditional.png',
+    ),
+    Step(
         'accuracy-dino',
         'Accuracy study: DINO family (3 seeds, 500 iterations)',
         'python tools/analysis_tools/benchmark_accuracy.py --families dino --iters 500 '
