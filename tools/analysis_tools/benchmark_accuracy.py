@@ -159,7 +159,7 @@ def summary_table(runs: Dict, teachers: Dict, short: int, long: int, seeds: List
     return '\n'.join(rows)
 
 
-def plot(family: str, by_method: Dict, teacher_ap: float, path: str) -> None:
+def plot(family: str, by_method: Dict, teacher_ap: float, path: str, data: str = 'shapes') -> None:
     """AP against iterations, one line per student (mean over seeds, min-max band)."""
     import matplotlib
 
@@ -176,7 +176,7 @@ def plot(family: str, by_method: Dict, teacher_ap: float, path: str) -> None:
     ax.set_xlabel('training iteration')
     ax.set_ylabel('COCO box AP (%)')
     num_seeds = len(next(iter(by_method.values())))
-    ax.set_title(f'{family}: generated data, {num_seeds} seed{"s" * (num_seeds != 1)}')
+    ax.set_title(f'{family}: generated {data} scenes, {num_seeds} seed{"s" * (num_seeds != 1)}')
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -247,7 +247,7 @@ def main() -> None:
         if not by_method:  # only the teacher was asked for
             continue
         path = osp.join(args.work_dir, f'accuracy_{family}.png')
-        plot(family, by_method, teachers[family]['metrics']['bbox_mAP'], path)
+        plot(family, by_method, teachers[family]['metrics']['bbox_mAP'], path, args.dataset)
         print(f'plot: {path}')
     text = f'{note}\n\n{table}\n'
     print('\n' + text)
