@@ -23,7 +23,6 @@ from mmdet_detrdistill.models.layers import AttentionRecorder, group_blocks
 from mmdet_detrdistill.models.layers.attention_maps import (
     deformable_sampling,
     density_grid,
-    renormalise_rows,
     splat_density,
 )
 from mmdet_detrdistill.models.layers.attention_records import AttentionWeights, QueryKeyProduct
@@ -66,12 +65,13 @@ def _loss_fn(name):
 
 
 def _old_self_loss(s_map, t_map, pairs):
-    """The full-map formula: full head-averaged maps, the K x K blocks, renormalised, MSE."""
+    """The full-map formula: full head-averaged maps, the K x K blocks, MSE (the default
+    self-attention loss renormalises the blocks over the kept queries)."""
     s_idx, t_idx = pairs
     s_map = s_map[:, STUDENT_SLICE, STUDENT_SLICE]
-    return _loss_fn('loss_self_attn')(
-        renormalise_rows(gather_square(s_map, s_idx)), renormalise_rows(gather_square(t_map, t_idx))
-    )
+    loss_fn = _loss_fn('loss_self_attn')
+    assert loss_fn.renormalise
+    return loss_fn(gather_square(s_map, s_idx), gather_square(t_map, t_idx))
 
 
 def _old_cross_loss(s_map, t_map, pairs):
@@ -287,8 +287,8 @@ def test_no_full_map_is_kept_for_the_backward_pass(family):
         module.forward_attn(x, x, x) if family == 'conditional' else module(x)
     saved = []
     with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
-        block = renormalise_rows(rec.record('self', 0).rows(idx, idx))
-        loss = _loss_fn('loss_self_attn')(block, torch.rand_like(block))
+        block = rec.record('self', 0).rows(idx, idx)
+        loss = _loss_fn('loss_self_attn')(block, torch.rand_like(block))  # renormalises
     assert max(t.numel() for t in saved) <= BS * n * DIM < BS * HEADS * kept * n
     loss.backward()
     assert x.grad.abs().sum() > 0
