@@ -131,7 +131,10 @@ def config_digest(path: str) -> str:
     """Digest of a config's merged content (its bases included, and a teacher config it names).
 
     A finished stage is reused only while this is unchanged: editing a config, or one it
-    inherits from, retrains the stages that use it instead of reusing stale results.
+    inherits from, retrains the stages that use it instead of reusing stale results. Where the
+    checkout lies does not count: paths a config makes from ``{{fileDirname}}`` are taken
+    relative to the folder above the config's own (``configs/``), so a moved or second
+    checkout (a ``git worktree``) reuses the same runs.
     """
     from mmengine.config import Config
 
@@ -142,6 +145,8 @@ def config_digest(path: str) -> str:
     teacher = cfg.get('model', {}).get('teacher')
     if isinstance(teacher, str):  # a path or 'mmdet::...': the model config the distiller builds
         text += json.dumps(load_teacher_model_cfg(teacher).to_dict(), sort_keys=True, default=str)
+    configs_root = osp.dirname(osp.dirname(osp.abspath(path)))
+    text = text.replace(configs_root, '<configs>')
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 

@@ -67,6 +67,25 @@ def test_config_digest_reads_a_teacher_named_as_mmdet_config(tmp_path):
     assert digests[0] != digests[1]
 
 
+def test_config_digest_does_not_depend_on_where_the_checkout_lies(tmp_path):
+    """Two copies of a config tree whose distiller names its teacher by ``{{fileDirname}}``
+    (an absolute path once loaded) give one digest; a changed teacher still changes it."""
+    digests = []
+    for copy in ('a', 'b/deeper'):
+        root = tmp_path / copy / 'configs'
+        (root / 'method').mkdir(parents=True)
+        (root / 'embedded').mkdir()
+        (root / 'embedded' / 'teacher.py').write_text('model = dict(type="T", depth=18)\n')
+        config = root / 'method' / 'distiller.py'
+        config.write_text(
+            'model = dict(type="S", teacher="{{fileDirname}}/../embedded/teacher.py")\n'
+        )
+        digests.append(config_digest(str(config)))
+    assert digests[0] == digests[1]
+    (root / 'embedded' / 'teacher.py').write_text('model = dict(type="T", depth=50)\n')
+    assert config_digest(str(config)) != digests[0]
+
+
 def test_spread_is_mean_and_sample_std_in_points():
     assert spread([0.01, 0.03]) == f'2.0 ± {100 * statistics.stdev([0.01, 0.03]):.1f}'
     assert spread([0.025]) == '2.5'  # one seed: no spread is claimed
