@@ -6,6 +6,7 @@ subprocess from the repository root (full log: ``WORK_DIR/<stage>.log``); a fini
 the same settings and the same config content is reused.
 """
 
+import argparse
 import hashlib
 import json
 import os
@@ -16,7 +17,7 @@ import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 from .synth_runs import REPO_ROOT
 
@@ -125,6 +126,29 @@ def schedule_options(iters: int, seed: int, data_root: str) -> List[str]:
         f'val_evaluator.ann_file={root}annotations/val.json',
         f'test_evaluator.ann_file={root}annotations/val.json',
     ]
+
+
+def add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
+    """The studies' ``--dataset`` (a name of :data:`DATASETS`) and ``--data-root``."""
+    parser.add_argument(
+        '--dataset',
+        choices=sorted(DATASETS),
+        default='shapes',
+        help='generated scenes: the default shapes, or the harder cluttered ones',
+    )
+    parser.add_argument('--data-root', help='where the dataset goes (default: per --dataset)')
+
+
+def prepare_dataset(dataset: str, data_root: Optional[str], quick: bool) -> str:
+    """Generate a study's dataset, or reuse it where it exists; return its root (with
+    ``_quick`` appended for a smoke run, whose data are smaller)."""
+    from ..datasets import make_synthetic_coco
+
+    num_train, num_val, _, _ = SCALES['quick' if quick else 'full']
+    default_root, style = DATASETS[dataset]
+    root = (data_root or default_root) + ('_quick' if quick else '')
+    make_synthetic_coco(root, num_train, num_val, img_size=128, seed=0, style=style)
+    return root
 
 
 def config_digest(path: str) -> str:

@@ -37,7 +37,6 @@ import sys
 from dataclasses import dataclass
 from typing import Dict, List, Optional
 
-from mmdet_detrdistill.datasets import make_synthetic_coco
 from mmdet_detrdistill.engine.match_instability_hook import (
     EMA_SCALAR_KEY,
     RECORD_FILE,
@@ -45,11 +44,12 @@ from mmdet_detrdistill.engine.match_instability_hook import (
 )
 from mmdet_detrdistill.testing import REPO_ROOT
 from mmdet_detrdistill.testing.demo_runs import (
-    DATASETS,
     FAMILIES,
     METHODS,
     SCALES,
     Stage,
+    add_dataset_arguments,
+    prepare_dataset,
     run_stage,
     spread,
 )
@@ -126,13 +126,7 @@ def parse_args() -> argparse.Namespace:
         '--seeds', '--seed', nargs='+', type=int, default=[0], help='training seeds (default 0)'
     )
     parser.add_argument('--work-dir', help='default: work_dirs/ablate_oddetr[_FAMILY]')
-    parser.add_argument(
-        '--dataset',
-        choices=sorted(DATASETS),
-        default='shapes',
-        help='generated scenes: the default shapes, or the harder cluttered ones',
-    )
-    parser.add_argument('--data-root', help='where the dataset goes (default: per --dataset)')
+    add_dataset_arguments(parser)
     parser.add_argument('--quick', action='store_true', help='smoke run: tiny data and schedule')
     return parser.parse_args()
 
@@ -232,9 +226,7 @@ def main() -> None:
         '' if args.family == 'conditional' else f'_{args.family}'
     ) + ('' if args.dataset == 'shapes' else f'_{args.dataset}')
     os.chdir(REPO_ROOT)
-    default_root, style = DATASETS[args.dataset]
-    data_root = (args.data_root or default_root) + ('_quick' if args.quick else '')
-    make_synthetic_coco(data_root, num_train, num_val, img_size=128, seed=0, style=style)
+    data_root = prepare_dataset(args.dataset, args.data_root, args.quick)
     oddetr_cfg = METHODS['oddetr'][2][args.family]
     records: Dict[str, Dict[int, Dict]] = {k: {} for k in keys}
     for seed in args.seeds:

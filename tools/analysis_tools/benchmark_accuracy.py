@@ -36,16 +36,16 @@ import re
 import statistics
 from typing import Dict, List
 
-from mmdet_detrdistill.datasets import make_synthetic_coco
 from mmdet_detrdistill.testing import REPO_ROOT
 from mmdet_detrdistill.testing.demo_runs import (
-    DATASETS,
     FAMILIES,
     METHODS,
     PAIRINGS,
     SCALES,
     Stage,
+    add_dataset_arguments,
     coco_metrics,
+    prepare_dataset,
     run_stage,
     spread,
 )
@@ -67,13 +67,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--seeds', nargs='+', type=int, default=[0, 1, 2])
     parser.add_argument('--iters', type=int, help="student schedule (default: the demo's)")
     parser.add_argument('--work-dir', default='work_dirs/accuracy')
-    parser.add_argument(
-        '--dataset',
-        choices=sorted(DATASETS),
-        default='shapes',
-        help='generated scenes: the default shapes, or the harder cluttered ones',
-    )
-    parser.add_argument('--data-root', help='where the dataset goes (default: per --dataset)')
+    add_dataset_arguments(parser)
     parser.add_argument(
         '--variant',
         nargs='+',
@@ -198,9 +192,7 @@ def main() -> None:
     num_train, num_val, t_iters, s_iters = SCALES['quick' if args.quick else 'full']
     s_iters = args.iters or s_iters
     os.chdir(REPO_ROOT)
-    default_root, style = DATASETS[args.dataset]
-    data_root = (args.data_root or default_root) + ('_quick' if args.quick else '')
-    make_synthetic_coco(data_root, num_train, num_val, img_size=128, seed=0, style=style)
+    data_root = prepare_dataset(args.dataset, args.data_root, args.quick)
     interval = max(1, s_iters // NUM_EVALS)
     evals = [f'train_cfg.val_interval={interval}']
     runs: Dict = {}
