@@ -85,9 +85,9 @@ METHODS = {
     ),
 }
 METRICS = ('bbox_mAP', 'bbox_mAP_50', 'bbox_mAP_75', 'bbox_mAP_s', 'bbox_mAP_m')
-# (train images, val images, teacher iters, student iters)
 #: generated datasets of the studies: name -> (default data root, ``make_synthetic_coco`` style)
 DATASETS = {'shapes': ('data/synth_coco', 'shapes'), 'clutter': ('data/synth_clutter', 'clutter')}
+# (train images, val images, teacher iters, student iters)
 SCALES = {'full': (1000, 200, 2000, 1000), 'quick': (64, 16, 20, 10)}
 # a log line's `coco/bbox_mAP*: x` and, next to them (OD-DETR's StudentAndEMAValLoop), its EMA's
 # `ema/coco/bbox_mAP*: x`, never one read as the other
