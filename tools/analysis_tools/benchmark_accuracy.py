@@ -90,8 +90,8 @@ def parse_args() -> argparse.Namespace:
                 f'with METHOD one of {sorted(METHODS)}'
             )
     for family in args.families:
-        methods = args.methods + [v[0] for v in args.variant if v]
-        missing = sorted({m for m in methods if family not in METHODS.get(m, (0, 0, {}))[2]})
+        methods = args.methods + [v[0] for v in args.variant]  # all names checked above
+        missing = sorted({m for m in methods if family not in METHODS[m][2]})
         if missing:
             has = sorted(m for m, (_, _, configs) in METHODS.items() if family in configs)
             parser.error(
