@@ -174,11 +174,9 @@ def config_digest(path: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def run_stage(stage: Stage, work_dir: str, seed: int, data_root: str) -> Dict:
-    """Train one stage (or reuse it), streaming compact progress; return its record."""
-    stage_dir = osp.join(work_dir, stage.name)
-    record_file = osp.join(stage_dir, 'demo_record.json')
-    key = dict(
+def _stage_key(stage: Stage, seed: int, data_root: str) -> Dict:
+    """What a finished run must have been trained with to be reused."""
+    return dict(
         config=stage.config,
         config_digest=config_digest(stage.config),
         iters=stage.iters,
@@ -186,9 +184,31 @@ def run_stage(stage: Stage, work_dir: str, seed: int, data_root: str) -> Dict:
         extra=stage.extra,
         data_root=data_root,
     )
-    if osp.isfile(record_file):
-        with open(record_file) as f:
-            record = json.load(f)
+
+
+def _stored_record(stage_dir: str) -> Optional[Dict]:
+    record_file = osp.join(stage_dir, 'demo_record.json')
+    if not osp.isfile(record_file):
+        return None
+    with open(record_file) as f:
+        return json.load(f)
+
+
+def finished_stage(stage: Stage, work_dir: str, seed: int, data_root: str) -> Optional[Dict]:
+    """The record of a finished run of this stage that ``run_stage`` would reuse, else None."""
+    record = _stored_record(osp.join(work_dir, stage.name))
+    if record is not None and record.get('key') == _stage_key(stage, seed, data_root):
+        return record
+    return None
+
+
+def run_stage(stage: Stage, work_dir: str, seed: int, data_root: str) -> Dict:
+    """Train one stage (or reuse it), streaming compact progress; return its record."""
+    stage_dir = osp.join(work_dir, stage.name)
+    record_file = osp.join(stage_dir, 'demo_record.json')
+    key = _stage_key(stage, seed, data_root)
+    record = _stored_record(stage_dir)
+    if record is not None:
         if record.get('key') == key:
             print(f'[{stage.name}] reusing the finished run in {stage_dir}')
             return record

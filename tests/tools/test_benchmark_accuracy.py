@@ -156,3 +156,40 @@ def test_a_pairing_across_families_takes_only_the_methods_that_have_a_config_for
     teacher, student = PAIRINGS['dino-deformable']
     assert 'dino' in teacher and 'deformable' in student
     assert 'dino-deformable' in METHODS['d3etr'][2]
+
+
+@pytest.mark.parametrize(
+    'methods, trains_teacher',
+    [(['oddetr'], False), ([], False), (['d3etr'], True), (['--skip-baseline'], True)],
+)
+def test_a_call_trains_the_teacher_only_when_a_student_needs_it(
+    tmp_path, monkeypatch, methods, trains_teacher
+):
+    """The baseline and OD-DETR learn from no trained teacher: a call with only them leaves the
+    teacher alone (another process may be training it), and its table says 'n/a' until the
+    teacher exists; a call with D3ETR, or one that asks for the teacher only, trains it."""
+    import benchmark_accuracy
+
+    trained = []
+
+    def fake_run_stage(stage, work_dir, seed, data_root):
+        trained.append(stage.name)
+        return {'checkpoint': 't.pth', 'metrics': {'bbox_mAP': 0.5}}
+
+    monkeypatch.setattr(benchmark_accuracy, 'run_stage', fake_run_stage)
+    monkeypatch.setattr(benchmark_accuracy, 'prepare_dataset', lambda *a: str(tmp_path))
+    monkeypatch.setattr(benchmark_accuracy, 'evaluations', lambda *a: {})
+    monkeypatch.setattr(benchmark_accuracy, 'plot', lambda *a: None)
+    monkeypatch.chdir(tmp_path)
+    work_dir = tmp_path / 'study'
+    argv = ['x', '--families', 'deformable', '--seeds', '0', '--work-dir', str(work_dir)]
+    monkeypatch.setattr(sys, 'argv', argv + ['--methods', *methods])
+    benchmark_accuracy.main()
+    assert ('teacher' in trained) == trains_teacher
+    if trained and trained[0] == 'teacher':
+        assert trained.count('teacher') == 1
+    students = [name for name in trained if name != 'teacher']
+    assert all(name.endswith('_seed0') for name in students)
+    rows = [r for r in (work_dir / 'accuracy.md').read_text().splitlines() if r.startswith('| def')]
+    assert {r.split(' | ')[-2] for r in rows} <= {'50.0' if trains_teacher else 'n/a'}
+    assert len(rows) == 2 * len(students)

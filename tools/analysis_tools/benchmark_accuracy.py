@@ -15,7 +15,8 @@ at four points of its schedule; the *short* schedule is the evaluation at half t
 row: METHOD's config with config options, e.g. ``--variant d3etr top10
 model.matcher.teacher_topk=10`` (``--methods`` with no name: the baseline and variants only).
 Finished runs are reused; seeds, or methods with ``--skip-baseline``, can run as parallel
-processes, and a last call with all of them only collects.
+processes, and a last call with all of them only collects. A call none of whose students needs
+the teacher (the baseline, OD-DETR) does not train it, so it can run while another call does.
 Writes to WORK_DIR:
 
 * ``accuracy.md``: mean and spread (sample std over seeds) of COCO AP / AP50 / AP75 / AP_s /
@@ -34,7 +35,7 @@ import os
 import os.path as osp
 import re
 import statistics
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 from mmdet_detrdistill.testing import REPO_ROOT
 from mmdet_detrdistill.testing.demo_runs import (
@@ -45,6 +46,7 @@ from mmdet_detrdistill.testing.demo_runs import (
     Stage,
     add_dataset_arguments,
     coco_metrics,
+    finished_stage,
     prepare_dataset,
     run_stage,
     spread,
@@ -134,7 +136,8 @@ def summary_table(runs: Dict, teachers: Dict, short: int, long: int, seeds: List
     )
     rows = [head, '|' + '---|' * 12]
     for family, by_method in runs.items():
-        t_ap = 100 * teachers[family]['metrics']['bbox_mAP']
+        teacher = teachers.get(family)
+        t_ap = f'{100 * teacher["metrics"]["bbox_mAP"]:.1f}' if teacher else 'n/a'
         for iters in (short, long):
             mean_ap = {}
             for method, by_seed in by_method.items():
@@ -148,12 +151,14 @@ def summary_table(runs: Dict, teachers: Dict, short: int, long: int, seeds: List
                 ema = [m['ema/bbox_mAP'] for m in at if 'ema/bbox_mAP' in m]
                 ema_ap = spread(ema) if ema and len(ema) == len(at) else '—'
                 rows.append(
-                    f'| {family} | {method} | {iters} | {cells} | {gain} | {t_ap:.1f} | {ema_ap} |'
+                    f'| {family} | {method} | {iters} | {cells} | {gain} | {t_ap} | {ema_ap} |'
                 )
     return '\n'.join(rows)
 
 
-def plot(family: str, by_method: Dict, teacher_ap: float, path: str, data: str = 'shapes') -> None:
+def plot(
+    family: str, by_method: Dict, teacher_ap: Optional[float], path: str, data: str = 'shapes'
+) -> None:
     """AP against iterations, one line per student (mean over seeds, min-max band)."""
     import matplotlib
 
@@ -166,7 +171,8 @@ def plot(family: str, by_method: Dict, teacher_ap: float, path: str, data: str =
         aps = [[100 * by_seed[s][i]['bbox_mAP'] for s in by_seed] for i in iters]
         ax.plot(iters, [statistics.mean(a) for a in aps], marker='o', label=method)
         ax.fill_between(iters, [min(a) for a in aps], [max(a) for a in aps], alpha=0.2)
-    ax.axhline(100 * teacher_ap, color='gray', linestyle='--', label='teacher')
+    if teacher_ap is not None:
+        ax.axhline(100 * teacher_ap, color='gray', linestyle='--', label='teacher')
     ax.set_xlabel('training iteration')
     ax.set_ylabel('COCO box AP (%)')
     num_seeds = len(next(iter(by_method.values())))
@@ -206,14 +212,20 @@ def main() -> None:
         )
         if args.quick:
             demo_dir = osp.join(args.work_dir, family)
-        teacher = run_stage(Stage('teacher', teacher_cfg, t_iters, []), demo_dir, 0, data_root)
+        rows = [(m, None, []) for m in args.methods] + [(v[0], v[1], v[2:]) for v in args.variant]
+        teacher_stage = Stage('teacher', teacher_cfg, t_iters, [])
+        teacher_only = args.skip_baseline and not rows
+        if teacher_only or any(METHODS[method][1] for method, _, _ in rows):
+            teacher = run_stage(teacher_stage, demo_dir, 0, data_root)
+        else:  # no student here needs it: another process may be training it right now
+            teacher = finished_stage(teacher_stage, demo_dir, 0, data_root)
+            if teacher is None:
+                print('[teacher] not trained by this call: none of its students needs it')
         teachers[family] = teacher
         fam_dir = osp.join(args.work_dir, family)
         runs[family] = {}
         students = [] if args.skip_baseline else [('baseline', student_cfg, [])]
-        for method, label, options in [(m, None, []) for m in args.methods] + [
-            (v[0], v[1], v[2:]) for v in args.variant
-        ]:
+        for method, label, options in rows:
             row, needs_teacher, configs = METHODS[method]
             ckpt = [f'model.teacher_ckpt={teacher["checkpoint"]}'] if needs_teacher else []
             name = row.replace(' student', '') + (f'-{label}' if label else '')
@@ -239,7 +251,9 @@ def main() -> None:
         if not by_method:  # only the teacher was asked for
             continue
         path = osp.join(args.work_dir, f'accuracy_{family}.png')
-        plot(family, by_method, teachers[family]['metrics']['bbox_mAP'], path, args.dataset)
+        teacher = teachers[family]
+        t_ap = teacher['metrics']['bbox_mAP'] if teacher else None
+        plot(family, by_method, t_ap, path, args.dataset)
         print(f'plot: {path}')
     text = f'{note}\n\n{table}\n'
     print('\n' + text)
