@@ -203,7 +203,7 @@ STEPS: List[Step] = [
     Step(
         'cost-800',
         'Training cost: at COCO image size',
-        f'{STEP_TIME} {REAL_DEFORMABLE} {REAL_COND_DAB} --size 800 --batch 2 --iters 2 --threads 1',
+        f'{STEP_TIME} {REAL_COND_DAB} --size 800 --batch 2 --iters 2 --threads 1',
         'its log (summary table)',
     ),
     Step(
