@@ -201,7 +201,7 @@ STEPS: List[Step] = [
         'its log (summary table)',
     ),
     # Deformable DETR at 800 px does not fit this 23 GiB VM (the D3ETR R101 -> R50 benchmark was
-    # killed at 14.8 GiB, 2026-12-07): the GPU check measures it
+    # killed out of memory at 14.1 GiB resident, 2026-12-07): the GPU check measures it
     Step(
         'cost-800',
         'Training cost: at COCO image size',
