@@ -1,6 +1,6 @@
 """Build any model config of this repo without downloads, for a one-step smoke test."""
 
-from typing import Any
+from typing import Any, Dict, Optional
 
 from mmengine.config import Config, ConfigDict
 
@@ -21,13 +21,22 @@ def strip_pretrained(cfg: Any) -> Any:
     return cfg
 
 
-def smoke_model_cfg(config_path: str) -> ConfigDict:
-    """The ``model`` of a config file, made buildable offline.
+def load_config(config_path: str, cfg_options: Optional[Dict[str, Any]] = None) -> Config:
+    """A config file with ``cfg_options`` merged in, as mmdet's tools take ``--cfg-options``
+    (``{'model.init_query': None}``)."""
+    cfg = Config.fromfile(config_path)
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    return cfg
+
+
+def smoke_model_cfg(config_path: str, cfg_options: Optional[Dict[str, Any]] = None) -> ConfigDict:
+    """The ``model`` of a config file (with ``cfg_options`` merged in), made buildable offline.
 
     Pretrained initialisations are dropped; a distiller's external teacher
     config is inlined, its checkpoint removed and an untrained teacher allowed.
     """
-    model = Config.fromfile(config_path).model
+    model = load_config(config_path, cfg_options).model
     if 'teacher' in model:  # OD-DETR's teacher is the student's EMA
         model.teacher = load_teacher_model_cfg(model.teacher)
         model.teacher_ckpt = None

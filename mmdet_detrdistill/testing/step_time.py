@@ -19,18 +19,43 @@ from typing import Callable, Dict, List, Optional
 
 import torch
 from mmdet.registry import MODELS
-from mmengine.config import Config
+from mmengine.config import DictAction
 from mmengine.optim import OptimWrapper, build_optim_wrapper
 
 from mmdet_detrdistill.models.task_modules import MixMatcher
 from mmdet_detrdistill.models.task_modules.assignment_solver import default_solver_threads
 
-from .config_smoke import smoke_model_cfg
+from .config_smoke import load_config, smoke_model_cfg
 from .tiny_models import make_batch
 
 PROBE_STEPS = 2  # steps per memory probe phase
 M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4  # glibc mallopt parameters
 WARMUP = 2  # untimed calls first: lazy state, and with the heap kept, the heap's growth
+
+
+def add_cfg_options_argument(parser: argparse.ArgumentParser) -> None:
+    """``--cfg-options KEY=VALUE ...`` as mmdet's tools take it, merged into every config; the
+    tool reads the dict from :func:`parse_cfg_options` and can pass the items on as given."""
+    parser.add_argument(
+        '--cfg-options',
+        dest='cfg_option_items',
+        nargs='+',
+        default=[],
+        metavar='KEY=VALUE',
+        help="override settings of every config, as in mmdet's tools (e.g. model.init_query=None)",
+    )
+
+
+def parse_cfg_options(items: List[str]) -> Dict:
+    """``['model.init_query=None', 'a.b=[1,2]']`` -> ``{'model.init_query': None, 'a.b': [1, 2]}``,
+    values parsed as mmengine's ``DictAction`` parses them."""
+    options = {}
+    for item in items:
+        key, sep, value = item.partition('=')
+        if not sep or not key:
+            raise ValueError(f'--cfg-options takes KEY=VALUE items; got {item!r}')
+        options[key] = DictAction._parse_iterable(value)
+    return options
 
 
 def synchronize(device: torch.device) -> None:
@@ -109,24 +134,30 @@ def solver_threads(model: torch.nn.Module, threads: Optional[int]) -> Optional[i
     return max(used) if used else None
 
 
-def build_distiller(config: str, device: torch.device) -> torch.nn.Module:
+def build_distiller(
+    config: str, device: torch.device, cfg_options: Optional[Dict] = None
+) -> torch.nn.Module:
     """The config's distiller (random weights, untrained teacher), in train mode."""
-    distiller = MODELS.build(smoke_model_cfg(config))
+    distiller = MODELS.build(smoke_model_cfg(config, cfg_options))
     distiller.init_weights()
     return distiller.to(device).train()
 
 
-def build_student_alone(config: str, device: torch.device) -> torch.nn.Module:
+def build_student_alone(
+    config: str, device: torch.device, cfg_options: Optional[Dict] = None
+) -> torch.nn.Module:
     """The config's student as the plain mmdet detector, without any teacher."""
-    student = MODELS.build(smoke_model_cfg(config).student)
+    student = MODELS.build(smoke_model_cfg(config, cfg_options).student)
     student.init_weights()
     return student.to(device).train()
 
 
-def optim_wrapper_for(config: str, model: torch.nn.Module) -> OptimWrapper:
+def optim_wrapper_for(
+    config: str, model: torch.nn.Module, cfg_options: Optional[Dict] = None
+) -> OptimWrapper:
     """The config's ``optim_wrapper`` (optimizer, clipping, paramwise settings) for ``model``,
     built as mmengine's Runner builds it."""
-    cfg = Config.fromfile(config)
+    cfg = load_config(config, cfg_options)
     if 'optim_wrapper' not in cfg:
         raise KeyError(f'{config} has no optim_wrapper: a training step needs one')
     return build_optim_wrapper(model, cfg.optim_wrapper)
@@ -181,13 +212,14 @@ def _probe_steps(
     """Build the probed side; run ``steps`` forward + backward passes and read ``peak()``, then
     ``steps`` training steps and read it again; let it all go."""
     build = build_distiller if args.memory_probe == 'distill' else build_student_alone
+    options = getattr(args, 'cfg_options', None)
     torch.manual_seed(args.seed)
-    model = build(args.config, device)
+    model = build(args.config, device, options)
     batch = step_batch(model, args)
     peaks = {}
     for name, optim_wrapper in (
         ('no_optimizer', None),
-        ('train', optim_wrapper_for(args.config, model)),
+        ('train', optim_wrapper_for(args.config, model, options)),
     ):
         step = train_step(model, batch, optim_wrapper)
         for _ in range(steps):
@@ -244,13 +276,15 @@ def measure_times(
 
     Args:
         args: ``config``, ``size``, ``batch`` (random images of ``size`` px, five boxes each),
-            ``iters``, ``seed`` (of the random weights) and ``solver_threads`` (None: the
-            config's); ``solver_threads_used`` is set on it.
+            ``iters``, ``seed`` (of the random weights), ``solver_threads`` (None: the
+            config's) and optionally ``cfg_options`` (merged into the config);
+            ``solver_threads_used`` is set on it.
         device: where the models run.
         warmup: untimed rounds first. Defaults to ``WARMUP``.
     """
+    options = getattr(args, 'cfg_options', None)
     torch.manual_seed(args.seed)
-    distiller = build_distiller(args.config, device)
+    distiller = build_distiller(args.config, device, options)
     student, teacher = distiller.student, distiller.teacher
     batch = step_batch(distiller, args)
     args.solver_threads_used = solver_threads(distiller, args.solver_threads)
@@ -260,8 +294,8 @@ def measure_times(
             teacher(**batch, mode='tensor')
 
     match_times: List[float] = []
-    student_step = train_step(student, batch, optim_wrapper_for(args.config, student))
-    distill_step = train_step(distiller, batch, optim_wrapper_for(args.config, distiller))
+    student_step = train_step(student, batch, optim_wrapper_for(args.config, student, options))
+    distill_step = train_step(distiller, batch, optim_wrapper_for(args.config, distiller, options))
 
     def timed_distill_step() -> None:
         with _timed_matching(match_times, device):  # only the distill step's matchings count

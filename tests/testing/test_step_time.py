@@ -90,3 +90,28 @@ def test_memory_ratio_without_the_teacher_weights_subtracts_them_from_the_distil
     assert r['memory'] == 2.5 and r['memory_no_teacher_weights'] == 2.0
     memory['distill']['teacher_weights'] = 0  # OD-DETR: the EMA is part of the method
     assert ratios(times, memory)['memory_no_teacher_weights'] is None
+
+
+def test_cfg_options_parse_as_mmdets_and_a_malformed_item_is_refused():
+    assert step_time.parse_cfg_options(
+        ['model.init_query=None', 'model.ema.momentum=0.01', 'a.stages=[1,2]']
+    ) == {'model.init_query': None, 'model.ema.momentum': 0.01, 'a.stages': [1, 2]}
+    for bad in ('model.init_query', '=1'):
+        with pytest.raises(ValueError, match='KEY=VALUE'):
+            step_time.parse_cfg_options([bad])
+
+
+def test_cfg_options_reach_the_model_and_the_optimizer_that_are_measured():
+    """What the cost tools build is the config with ``--cfg-options`` merged in: here OD-DETR
+    without its initial-query group, another learning rate, a student of 7 queries."""
+    config = 'configs/oddetr/oddetr_tiny-s_1xb8-synth.py'
+    options = {'model.init_query': None, 'optim_wrapper.optimizer.lr': 0.123}
+    plain = build_distiller(config, torch.device('cpu'))
+    distiller = build_distiller(config, torch.device('cpu'), options)
+    assert 'init_query' in plain.components and 'init_query' not in distiller.components
+    wrapper = optim_wrapper_for(config, distiller, options)
+    assert {group['lr'] for group in wrapper.optimizer.param_groups} <= {0.123, 0.0123}
+    student = step_time.build_student_alone(
+        config, torch.device('cpu'), {'model.student.num_queries': 7}
+    )
+    assert student.num_queries == 7 and plain.student.num_queries != 7

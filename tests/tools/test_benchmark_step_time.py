@@ -95,3 +95,28 @@ def test_bad_solver_threads_are_refused_before_any_work():
     run = run_tool([SCRIPT, CONFIG, '--solver-threads', '0'])
     assert run.returncode != 0
     assert '--solver-threads: solver_threads must be a positive int' in run.stderr
+
+
+def test_cfg_options_reach_the_memory_probes_as_given(monkeypatch):
+    """Each peak is measured in a fresh process: it gets ``--cfg-options`` too, item for item,
+    so that the memory ratio is of the same model as the step ratio."""
+    calls = []
+
+    def fake_run(cmd, **kwargs):
+        calls.append(cmd)
+        return SimpleNamespace(returncode=0, stdout='MEMORY_PROBE {"peaks": {"train": 1}}\n')
+
+    monkeypatch.setattr(benchmark_step_time.subprocess, 'run', fake_run)
+    items = ['model.init_query=None', 'model.aux_groups.stages=[0,1]']
+    monkeypatch.setattr('sys.argv', [SCRIPT, CONFIG, '--cfg-options', *items])
+    args = benchmark_step_time.parse_args()
+    assert args.cfg_options == {'model.init_query': None, 'model.aux_groups.stages': [0, 1]}
+    args.config = CONFIG
+    assert benchmark_step_time.measure_peak_memory(args, 'distill') == {'train': 1}
+    cmd = calls[0]
+    assert cmd[cmd.index('--cfg-options') + 1 :][: len(items)] == items
+
+
+def test_a_malformed_cfg_option_is_refused_before_any_work():
+    run = run_tool([SCRIPT, CONFIG, '--cfg-options', 'model.init_query'])
+    assert run.returncode != 0 and 'KEY=VALUE' in run.stderr

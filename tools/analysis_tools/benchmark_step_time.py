@@ -2,7 +2,7 @@
 
     python tools/analysis_tools/benchmark_step_time.py CONFIG [CONFIG ...] [--size 320]
         [--batch 2] [--iters 5] [--threads N] [--solver-threads N] [--device cpu|cuda]
-        [--allocator keep|release] [--seed 0]
+        [--allocator keep|release] [--seed 0] [--cfg-options KEY=VALUE ...]
 
 For each distiller config: the student's training step, the teacher's no-grad forward and the
 distillation training step (medians over ``--iters`` after two warm-ups), the share of the
@@ -32,9 +32,11 @@ from mmdet_detrdistill.models.task_modules.assignment_solver import (
 )
 from mmdet_detrdistill.testing.step_time import (
     Peaks,
+    add_cfg_options_argument,
     keep_freed_memory,
     measure_times,
     memory_probe,
+    parse_cfg_options,
     ratios,
 )
 
@@ -73,10 +75,16 @@ def parse_args() -> argparse.Namespace:
         help='CPU timing: keep freed memory in the process for reuse (default), or release it '
         "to the OS as glibc does by default (see the docstring's *Allocator*)",
     )
+    add_cfg_options_argument(parser)
     parser.add_argument(
         '--memory-probe', choices=['student', 'distill'], help=argparse.SUPPRESS
     )  # internal: one side of the peak-memory measurement, in a fresh process
-    return parser.parse_args()
+    args = parser.parse_args()
+    try:
+        args.cfg_options = parse_cfg_options(args.cfg_option_items)
+    except ValueError as error:
+        parser.error(str(error))
+    return args
 
 
 def measure_peak_memory(args: argparse.Namespace, side: str) -> Optional[Dict[str, int]]:
@@ -84,6 +92,8 @@ def measure_peak_memory(args: argparse.Namespace, side: str) -> Optional[Dict[st
     cmd = [sys.executable, __file__, args.config, '--memory-probe', side]
     cmd += ['--size', str(args.size), '--batch', str(args.batch), '--device', args.device]
     cmd += ['--seed', str(args.seed)]
+    if args.cfg_option_items:
+        cmd += ['--cfg-options', *args.cfg_option_items]
     if args.threads:
         cmd += ['--threads', str(args.threads)]
     env = dict(os.environ)
@@ -183,9 +193,10 @@ def main() -> None:
         rows.append(summary_row(args, times, report(args, times, memory)))
     if len(rows) > 1:
         solver = args.solver_threads or f"the matchers' own ({default_solver_threads()} by default)"
+        options = f', cfg-options: {" ".join(args.cfg_option_items)}' * bool(args.cfg_options)
         print(
             f'\nsummary (threads: {torch.get_num_threads()}, solver threads: {solver}, '
-            f'device: {args.device}, allocator: {args.allocator_used})'
+            f'device: {args.device}, allocator: {args.allocator_used}{options})'
         )
         print('\n'.join([SUMMARY_HEADER, *rows]))
 

@@ -1,7 +1,7 @@
 """Where a distillation step's time goes: wall time of its stages, next to the student's step.
 
     python tools/analysis_tools/profile_step_stages.py CONFIG [--size 320] [--batch 2]
-        [--iters 3] [--threads 1] [--seed 0] [--json OUT.json]
+        [--iters 3] [--threads 1] [--seed 0] [--json OUT.json] [--cfg-options KEY=VALUE ...]
 
 Builds the distiller of CONFIG with random weights (as ``benchmark_step_time.py`` does), runs
 two untimed distill steps, then ``--iters`` rounds of: one distill step, one student step alone,
@@ -48,7 +48,13 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--threads', type=int, default=1, help='torch CPU threads')
     parser.add_argument('--seed', type=int, default=0, help='seed of the random weights')
     parser.add_argument('--json', help='also write the medians (seconds) to this file')
-    return parser.parse_args()
+    step_time.add_cfg_options_argument(parser)
+    args = parser.parse_args()
+    try:
+        args.cfg_options = step_time.parse_cfg_options(args.cfg_option_items)
+    except ValueError as error:
+        parser.error(str(error))
+    return args
 
 
 class StageTimer:
@@ -97,15 +103,18 @@ def main() -> None:
     register_all_modules()
     torch.manual_seed(args.seed)
     device = torch.device('cpu')
-    distiller = step_time.build_distiller(args.config, device)
+    options = args.cfg_options
+    distiller = step_time.build_distiller(args.config, device, options)
     batch = step_time.step_batch(distiller, args)
     timer = StageTimer()
     instrument(distiller, timer)
     distill_step = step_time.train_step(
-        distiller, batch, step_time.optim_wrapper_for(args.config, distiller)
+        distiller, batch, step_time.optim_wrapper_for(args.config, distiller, options)
     )
     student_step = step_time.train_step(
-        distiller.student, batch, step_time.optim_wrapper_for(args.config, distiller.student)
+        distiller.student,
+        batch,
+        step_time.optim_wrapper_for(args.config, distiller.student, options),
     )
 
     def teacher_forward() -> None:
@@ -135,7 +144,8 @@ def main() -> None:
     med = {k: statistics.median(v) for k, v in totals.items()}
     medians = {k: statistics.median(v) for k, v in stages.items()}
     ratio = med['distill'] / (med['student'] + med['teacher'])
-    print(f'config: {args.config}, {args.batch} x {args.size} px, threads {args.threads}')
+    options = f' --cfg-options {" ".join(args.cfg_option_items)}' * bool(args.cfg_option_items)
+    print(f'config: {args.config}{options}, {args.batch} x {args.size} px, threads {args.threads}')
     print(
         f'distill step {med["distill"]:.2f} s, student step {med["student"]:.2f} s, '
         f'teacher forward {med["teacher"]:.2f} s, ratio {ratio:.2f}\n'
@@ -145,7 +155,8 @@ def main() -> None:
         print(f'| {stage} | {seconds:.2f} | {100 * seconds / med["distill"]:.1f}% |')
     if args.json:
         with open(args.json, 'w') as f:
-            json.dump(dict(config=args.config, steps=med, stages=medians), f, indent=1)
+            record = dict(config=args.config, cfg_options=args.cfg_option_items)
+            json.dump(dict(record, steps=med, stages=medians), f, indent=1)
 
 
 if __name__ == '__main__':

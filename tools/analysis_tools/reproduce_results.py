@@ -187,6 +187,15 @@ STEPS: List[Step] = [
         'its log (the stage table)',
     ),
     Step(
+        'profile-dino-oddetr-components',
+        "DINO step: what each of OD-DETR's components costs",
+        'for c in init_query guided_assignment aux_groups; do OMP_NUM_THREADS=1 python '
+        'tools/analysis_tools/profile_step_stages.py '
+        'configs/oddetr/oddetr_dino-4scale-r50_8xb2-12e_coco.py --size 320 --batch 2 --iters 2 '
+        '--cfg-options model.$c=None || exit 1; done',
+        'docs/results/profile_oddetr_dino_320.md',
+    ),
+    Step(
         'allocator-release-tiny',
         'Training cost: allocator, side by side',
         f'{STEP_TIME} configs/*/*tiny*-s_1xb8-synth.py '
