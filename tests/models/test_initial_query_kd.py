@@ -1,14 +1,26 @@
 """InitialQueryKD: OD-DETR's initial-query constraint, boxes weighted by teacher confidence."""
 
+import dataclasses
+
 import pytest
 import torch
 from component_pairs import loss_with_pairs
 from mmdet.registry import MODELS
 
-from mmdet_detrdistill.models.common import OWN_GROUP, TEACHER_QUERY_GROUP, DecoderOutputs
+from mmdet_detrdistill.models.common import (
+    OWN_GROUP,
+    TEACHER_QUERY_GROUP,
+    DecoderOutputs,
+    QueryGroup,
+    gather_queries,
+)
 from mmdet_detrdistill.models.components import FixedMatchKD, InitialQueryKD
-from mmdet_detrdistill.models.components.initial_query_kd import teacher_confidence
-from mmdet_detrdistill.testing import make_batch, tiny_detr_cfg
+from mmdet_detrdistill.models.components.fixed_match_kd import teacher_query_group
+from mmdet_detrdistill.models.components.initial_query_kd import (
+    most_confident,
+    teacher_confidence,
+)
+from mmdet_detrdistill.testing import make_batch, tiny_detr_cfg, tiny_dino_cfg
 
 L, BS, N, C = 2, 2, 4, 3
 METAS = [dict(img_shape=(64, 64)), dict(img_shape=(64, 48))]
@@ -151,3 +163,79 @@ def test_oddetr_default_constrains_boxes_and_class_only_switches_them_off(family
     box_keys = [k for k in losses if k.startswith('oddetr.init_query.') and 'box' in k]
     assert box_keys and all(torch.isfinite(losses[k]) for k in box_keys)
     assert {'oddetr.init_query.d1.loss_bbox', 'oddetr.init_query.d1.loss_iou'} <= set(losses)
+
+
+# --- num_queries: the teacher's K most confident initial queries only (a cheaper variant) ---
+
+
+def _kept_group_outputs(t_cls, t_box, kept):
+    """Student outputs of a group that keeps teacher queries ``kept`` (bs, K) and predicts
+    exactly what the teacher predicts for them."""
+    own = QueryGroup(OWN_GROUP, torch.randn(BS, N, 8), reference=torch.rand(BS, N, 4))
+    group = dataclasses.replace(own, name=TEACHER_QUERY_GROUP).take(kept)
+    s_cls = torch.stack([gather_queries(x, kept) for x in t_cls])
+    s_box = torch.stack([gather_queries(x, kept) for x in t_box])
+    slices = {TEACHER_QUERY_GROUP: slice(0, kept.shape[1])}
+    return DecoderOutputs(s_cls, s_box, slices, None, groups={TEACHER_QUERY_GROUP: group})
+
+
+def test_most_confident_keeps_the_top_k_per_image_in_query_order():
+    logits = torch.tensor([[[0.0], [3.0], [-1.0], [2.0]], [[5.0], [-2.0], [4.0], [0.0]]])
+    assert most_confident(logits, 2).tolist() == [[1, 3], [0, 2]]
+
+
+def test_take_gathers_every_field_and_composes_the_teacher_index():
+    group = QueryGroup('g', torch.randn(2, 5, 3), query_pos=torch.randn(2, 5, 3))
+    first = group.take(torch.tensor([[4, 1, 0], [2, 3, 4]]))
+    torch.testing.assert_close(first.query[1], group.query[1, [2, 3, 4]])
+    torch.testing.assert_close(first.query_pos[0], group.query_pos[0, [4, 1, 0]])
+    assert first.reference is None and first.name == 'g'
+    second = first.take(torch.tensor([[1, 2], [0, 0]]))
+    assert second.teacher_index.tolist() == [[1, 0], [2, 2]]
+
+
+def test_kept_queries_are_paired_with_the_teacher_queries_they_are():
+    """A kept group predicting what the teacher predicts for those queries gives zero loss,
+    whatever the teacher predicts for the queries left out (pairing query k with teacher
+    query k would not)."""
+    t_cls, t_box = torch.randn(L, BS, N, C), _boxes(L, BS, N)
+    kept = torch.tensor([[1, 3], [0, 2]])
+    student = _kept_group_outputs(t_cls, t_box, kept)
+    teacher = _outputs(t_cls, t_box, OWN_GROUP)
+    losses = loss_with_pairs(InitialQueryKD(num_queries=2), student, teacher, _samples())
+    assert losses and all(v.abs().item() < 1e-5 for v in losses.values()), losses
+    student.groups[TEACHER_QUERY_GROUP].teacher_index = torch.arange(2).expand(BS, -1)  # k: k
+    wrong = loss_with_pairs(InitialQueryKD(num_queries=2), student, teacher, _samples())
+    assert sum(wrong.values()).item() > 1e-2
+
+
+@pytest.mark.parametrize('value', [0, -3, 2.5, True, '300'])
+def test_num_queries_must_be_a_positive_int(value):
+    with pytest.raises(ValueError, match='model.init_query.num_queries'):
+        InitialQueryKD(num_queries=value)
+
+
+@pytest.mark.parametrize('family', ['conditional', 'deformable', 'dino'])
+def test_oddetr_keeps_the_emas_most_confident_initial_queries(family):
+    """``init_query.num_queries=K``: the group is the EMA's K most confident initial queries
+    of each image (as the full group would have them), and the distiller trains with it."""
+    torch.manual_seed(0)
+    student = tiny_dino_cfg() if family == 'dino' else tiny_detr_cfg(family)
+    model = MODELS.build(
+        dict(type='ODDETRDistiller', student=student, init_query=dict(num_queries=3))
+    )
+    model.init_weights()
+    batch = make_batch(model, image_shapes=((3, 96, 96), (3, 96, 80)))
+    with torch.no_grad():
+        args = (batch['inputs'], batch['data_samples'], ())
+        t_out = model.decoder_outputs(model.teacher, *args)
+    (group,) = model.components['init_query'].query_groups(t_out, batch['data_samples'])
+    full = teacher_query_group(t_out, model.student)
+    kept = most_confident(t_out.group(OWN_GROUP)[0][-1], 3)
+    assert group.num_queries == 3 and torch.equal(group.teacher_index, kept)
+    torch.testing.assert_close(group.query, gather_queries(full.query, kept))
+    losses = model.train()(**batch, mode='loss')
+    assert 'oddetr.init_query.d1.loss_bbox' in losses
+    total = sum(v for k, v in losses.items() if 'loss' in k)
+    assert torch.isfinite(total)
+    total.backward()

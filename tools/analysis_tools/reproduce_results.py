@@ -196,6 +196,15 @@ STEPS: List[Step] = [
         'docs/results/profile_oddetr_dino_320.md',
     ),
     Step(
+        'profile-dino-oddetr-init-query-k',
+        "DINO step: OD-DETR's initial-query group of the EMA's K most confident queries",
+        'for k in 300 100; do OMP_NUM_THREADS=1 python '
+        'tools/analysis_tools/profile_step_stages.py '
+        'configs/oddetr/oddetr_dino-4scale-r50_8xb2-12e_coco.py --size 320 --batch 2 --iters 2 '
+        '--cfg-options model.init_query.num_queries=$k || exit 1; done',
+        'docs/results/profile_oddetr_dino_320.md',
+    ),
+    Step(
         'allocator-release-tiny',
         'Training cost: allocator, side by side',
         f'{STEP_TIME} configs/*/*tiny*-s_1xb8-synth.py '

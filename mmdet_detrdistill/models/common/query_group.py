@@ -8,10 +8,12 @@ concatenated and kept apart (the block-diagonal self-attention mask) is in
 ``layers/query_groups.py``.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from typing import Optional
 
 from torch import Tensor
+
+from .gather import gather_queries
 
 OWN_GROUP = 'own'
 """A model's own queries, as its config builds them."""
@@ -43,6 +45,11 @@ class QueryGroup:
         targets (Tensor, optional): Long (bs, n): the index of the GT box of
             its image that each query is trained to predict, -1 for padding
             (OD-DETR's auxiliary groups). Defaults to None (no GT target).
+        teacher_index (Tensor, optional): Long (bs, n), for a group of the
+            teacher's queries: the teacher query each one is, where the group
+            keeps some of them (:meth:`take`); the ``'index'`` pairing pairs
+            query k with teacher query ``teacher_index[b, k]``. Defaults to
+            None (query k is teacher query k).
     """
 
     name: str
@@ -51,8 +58,24 @@ class QueryGroup:
     reference: Optional[Tensor] = None
     valid: Optional[Tensor] = None
     targets: Optional[Tensor] = None
+    teacher_index: Optional[Tensor] = None
 
     @property
     def num_queries(self) -> int:
         """Number of queries in the group."""
         return self.query.shape[1]
+
+    def take(self, idx: Tensor) -> 'QueryGroup':
+        """Queries ``idx`` (bs, K) of each image, every per-query field gathered.
+
+        ``out.<field>[b, k] = self.<field>[b, idx[b, k]]``; ``teacher_index``
+        follows (starting from ``idx`` itself), so the ``'index'`` pairing
+        still pairs each kept query with the teacher query it is.
+        """
+        index = idx if self.teacher_index is None else gather_queries(self.teacher_index, idx)
+        per_query = {
+            f.name: gather_queries(getattr(self, f.name), idx)
+            for f in fields(self)
+            if f.name not in ('name', 'teacher_index')
+        }
+        return replace(self, teacher_index=index, **per_query)

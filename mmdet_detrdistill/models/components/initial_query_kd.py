@@ -51,6 +51,20 @@ def teacher_confidence(teacher_logits: Tensor, score_thr: float = 0.0) -> Tensor
     return conf * (conf >= score_thr)
 
 
+def most_confident(teacher_logits: Tensor, k: int) -> Tensor:
+    """Per image, the k queries of highest max class probability, in query order.
+
+    Args:
+        teacher_logits (Tensor): (bs, N, num_classes).
+        k (int): Queries kept, ``k <= N``.
+
+    Returns:
+        Tensor: Long (bs, k), ascending.
+    """
+    conf = teacher_logits.detach().float().sigmoid().max(-1).values  # (bs, N)
+    return conf.topk(k, dim=-1).indices.sort(-1).values
+
+
 @MODELS.register_module()
 class InitialQueryKD(DistillComponent):
     """OD-DETR's initial-query constraint (arXiv 2406.05791, "initial query" distillation).
@@ -74,6 +88,13 @@ class InitialQueryKD(DistillComponent):
       not a target, and early on, while the EMA is unsure of every box, the
       box terms are near zero; ``'uniform'``: ``w_i = 1``.
 
+    ``num_queries=K`` (not the paper's, which gives the student every
+    initial query; a cheaper variant for many-query teachers such as DINO's
+    900): the group keeps, per image, the K teacher queries the teacher is
+    most confident of at its last layer (:func:`most_confident`), in their
+    order, and query k is paired with the teacher query it is
+    (:meth:`QueryGroup.take`). The group's decoder cost scales with K.
+
     Gradients reach the student only (the teacher's outputs and the weights
     are detached). These defaults are OD-DETR's since 2026-11-30 (see
     :class:`ODDETRDistiller`); class scores only: ``losses=dict(loss_bbox=None,
@@ -90,6 +111,9 @@ class InitialQueryKD(DistillComponent):
             Defaults to ``'teacher_confidence'``.
         score_thr (float): With ``'teacher_confidence'``, pairs whose teacher
             confidence is below it weigh 0. Defaults to 0.
+        num_queries (int, optional): Keep the teacher's ``num_queries`` most
+            confident initial queries per image. Defaults to None (all of them,
+            as the paper).
     """
 
     default_losses = INITIAL_QUERY_LOSSES
@@ -101,8 +125,18 @@ class InitialQueryKD(DistillComponent):
         losses: Optional[dict] = None,
         box_weighting: str = 'teacher_confidence',
         score_thr: float = 0.0,
+        num_queries: Optional[int] = None,
     ) -> None:
         super().__init__(prefix)
+        if num_queries is not None and (
+            not isinstance(num_queries, int) or isinstance(num_queries, bool) or num_queries < 1
+        ):
+            raise ValueError(
+                f'{prefix}: num_queries must be a positive int (the teacher initial queries '
+                'kept per image) or None (all of them); got '
+                f'{num_queries!r}: set model.init_query.num_queries (OD-DETR)'
+            )
+        self.num_queries = num_queries
         self.pairing = index_pairing(matcher, TEACHER_QUERY_GROUP)
         self.matcher = self.pairing.matcher
         self.losses = build_pair_losses(losses, self.default_losses, 'losses')
@@ -132,7 +166,13 @@ class InitialQueryKD(DistillComponent):
     def query_groups(
         self, teacher_out: DecoderOutputs, batch_data_samples: SampleList
     ) -> List[QueryGroup]:
-        return [] if self.all_losses_off() else [teacher_query_group(teacher_out, self.student)]
+        if self.all_losses_off():
+            return []
+        group = teacher_query_group(teacher_out, self.student)
+        if self.num_queries is None or self.num_queries >= group.num_queries:
+            return [group]
+        last_logits = teacher_out.group(OWN_GROUP)[0][-1]  # (bs, Nt, C)
+        return [group.take(most_confident(last_logits, self.num_queries))]
 
     def pairings(self) -> Tuple[PairingRequest, ...]:
         """Query i of the teacher-query group with teacher query i, every layer."""
@@ -206,4 +246,7 @@ class InitialQueryKD(DistillComponent):
         return out
 
     def extra_repr(self) -> str:
-        return f'{super().extra_repr()}, box_weighting={self.box_weighting!r}'
+        return (
+            f'{super().extra_repr()}, box_weighting={self.box_weighting!r}, '
+            f'num_queries={self.num_queries}'
+        )

@@ -73,7 +73,9 @@ class ODDETRDistiller(DETRDistillerBase):
       x 3 seeds (DAB +0.2 on every seed, Conditional -0.1 in the mean,
       within the spread; docs/reports/2026-11-30_accuracy_cpu.md), and are
       the default since 2026-11-30. Class scores only:
-      ``init_query=dict(losses=dict(loss_bbox=None, loss_iou=None))``;
+      ``init_query=dict(losses=dict(loss_bbox=None, loss_iou=None))``; the
+      EMA's K most confident initial queries only (not the paper's; a
+      cheaper variant for DINO's 900): ``init_query=dict(num_queries=K)``;
     * ``aux_groups`` (:class:`AuxiliaryQueryGroups`): per GT box, the two
       least-cost teacher queries of each decoding stage form groups trained
       to predict that box.

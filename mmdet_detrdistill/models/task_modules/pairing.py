@@ -7,13 +7,15 @@ each component the pairs of its own requests. Components asking for the same pai
 
     requests  --solve_pairings-->  {request: SolvedPairing(teacher, layers)}
       'hungarian': the group's predictions Hungarian-matched to the teacher's (MixMatcher)
-      'index':     query i of the group with teacher query i (a group of the teacher's queries)
+      'index':     query i of the group with teacher query i (a group of the teacher's queries;
+                   of the teacher query it is, where the group keeps some: QueryGroup.take)
 """
 
 import dataclasses
 import json
 from typing import Dict, Iterable, List, Mapping, NamedTuple, Tuple
 
+import torch
 from mmdet.registry import TASK_UTILS
 from mmdet.utils import ConfigType
 from torch import Tensor
@@ -119,8 +121,7 @@ def solve_pairing(
         teacher = dataclasses.replace(teacher, bbox_preds=clamp_to_image(teacher.bbox_preds))
     t_cls, t_box = teacher.group(OWN_GROUP)  # (Lt, bs, Nt, .)
     if request.how == INDEX:
-        bs, num_t = t_cls.shape[1:3]
-        pairs = [request.matcher.fixed_match(bs, num_t, t_cls.device)] * len(layers)
+        pairs = [index_pairs(request, student_out, t_cls)] * len(layers)
     else:  # all layers in one call: one copy of their costs to the host, concurrent solves
         s_layers, t_layers = (list(ls) for ls in zip(*layers))
         s_cls, s_box = student_out.group(request.student_group)  # (Ls, bs, Ns, .)
@@ -129,3 +130,15 @@ def solve_pairing(
         )
         pairs = list(zip(s_idx, t_idx))
     return SolvedPairing(teacher, tuple(LayerPairs(s, t, p) for (s, t), p in zip(layers, pairs)))
+
+
+def index_pairs(request: PairingRequest, student_out: DecoderOutputs, teacher_cls: Tensor) -> Pairs:
+    """Query k of the request's group with the teacher query it is: teacher query k, or
+    ``teacher_index[b, k]`` where the group keeps some of the teacher's queries
+    (:meth:`QueryGroup.take`). ``teacher_cls``: the teacher's logits, (Lt, bs, Nt, C)."""
+    group = student_out.groups.get(request.student_group)
+    if group is None or group.teacher_index is None:
+        bs, num_t = teacher_cls.shape[1:3]
+        return request.matcher.fixed_match(bs, num_t, teacher_cls.device)
+    t_idx = group.teacher_index
+    return torch.arange(t_idx.shape[1], device=t_idx.device).expand_as(t_idx), t_idx
