@@ -143,6 +143,15 @@ STEPS: List[Step] = [
         'work_dirs/accuracy_clutter/accuracy.md, accuracy_conditional.png',
     ),
     Step(
+        'accuracy-clutter-deformable',
+        'Clutter scenes (current version), Deformable DETR: every method and variant, 3 seeds',
+        'OMP_NUM_THREADS=1 python tools/analysis_tools/benchmark_accuracy.py --dataset clutter '
+        '--families deformable --work-dir work_dirs/accuracy_clutter --seeds 0 1 2 '
+        '--variant detrdistill teacher-ref model.query_prior.reference_points=teacher '
+        '--variant oddetr blended model.guided_assignment.type=ODDETRGuidedAssignment',
+        'work_dirs/accuracy_clutter/accuracy.md, accuracy_deformable.png',
+    ),
+    Step(
         'accuracy-dino',
         'Accuracy study: DINO family (3 seeds, 500 iterations)',
         'python tools/analysis_tools/benchmark_accuracy.py --families dino --iters 500 '
