@@ -175,7 +175,7 @@ class InitialQueryKD(DistillComponent):
         return [group.take(most_confident(last_logits, self.num_queries))]
 
     def pairings(self) -> Tuple[PairingRequest, ...]:
-        """Query i of the teacher-query group with teacher query i, every layer."""
+        """Query i of the teacher-query group with the teacher query it is, every layer."""
         return () if self.all_losses_off() else (self.pairing,)
 
     def loss(
