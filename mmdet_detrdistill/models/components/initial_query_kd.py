@@ -61,8 +61,7 @@ def most_confident(teacher_logits: Tensor, k: int) -> Tensor:
     Returns:
         Tensor: Long (bs, k), ascending.
     """
-    conf = teacher_logits.detach().float().sigmoid().max(-1).values  # (bs, N)
-    return conf.topk(k, dim=-1).indices.sort(-1).values
+    return teacher_confidence(teacher_logits).topk(k, dim=-1).indices.sort(-1).values
 
 
 @MODELS.register_module()
